@@ -1,0 +1,55 @@
+"""The one exception tree of echoscreen.
+
+Every error a user can cause derives from :class:`EchoscreenError`. Its message
+says what went wrong *and* what to try; the CLI prints it and exits non-zero,
+the services turn it into a 4xx answer. Anything else escaping is a bug.
+"""
+
+from __future__ import annotations
+
+
+class EchoscreenError(Exception):
+    """Base class of every error echoscreen raises on bad input or set-up."""
+
+    #: process exit status the CLI uses for this kind of error
+    exit_code: int = 2
+
+
+class ConfigError(EchoscreenError):
+    """A setting is missing, malformed or unsafe."""
+
+
+class DicomError(EchoscreenError):
+    """A file is not a DICOM object echoscreen can use."""
+
+
+class NotDicomError(DicomError):
+    """The input is not DICOM at all (no preamble/meta, unparsable)."""
+
+
+class DicomDecodeError(DicomError):
+    """The DICOM object parsed, but its pixel data cannot be decoded."""
+
+
+class PreprocessError(EchoscreenError):
+    """A decoded clip cannot be turned into a model-ready tensor."""
+
+
+class DeidError(EchoscreenError):
+    """An object cannot be de-identified safely (it is quarantined, not stored)."""
+
+
+class StoreError(EchoscreenError):
+    """The encrypted store or its keys cannot serve a request."""
+
+
+class IntegrityError(StoreError):
+    """A stored object failed authentication: it was altered or corrupted."""
+
+
+class CatalogError(EchoscreenError):
+    """The catalog database is missing, unreachable or inconsistent."""
+
+
+class IngestError(EchoscreenError):
+    """A source cannot be read or ingested."""
