@@ -1,0 +1,108 @@
+"""``echoscreen inspect``: one row per file saying what it is and whether it decodes."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom.uid import UID
+
+from echoscreen.dicom.read import read_cine
+from echoscreen.errors import EchoscreenError
+
+#: suffixes skipped when walking folders (side files of a cohort, never DICOM)
+SIDE_FILE_SUFFIXES = frozenset({".csv", ".json", ".txt", ".md", ".png", ".jpg", ".html", ".log"})
+
+
+@dataclass
+class InspectRow:
+    """What ``inspect`` learnt about one file.
+
+    Attributes:
+        path: the file.
+        modality: Modality ("" when unknown).
+        frames: number of frames (0 when unknown).
+        rows, cols: image size in pixels (0 when unknown).
+        fps: frame rate, or None.
+        transfer_syntax: the transfer syntax's name ("" when unknown).
+        photometric: Photometric Interpretation as stored.
+        n_regions: items in the Sequence of Ultrasound Regions.
+        ok: whether every frame decoded.
+        error: why not, when ``ok`` is False.
+    """
+
+    path: Path
+    modality: str = ""
+    frames: int = 0
+    rows: int = 0
+    cols: int = 0
+    fps: float | None = None
+    transfer_syntax: str = ""
+    photometric: str = ""
+    n_regions: int = 0
+    ok: bool = False
+    error: str | None = None
+
+
+def inspect_file(path: Path) -> InspectRow:
+    """Read and fully decode one file; never raises for bad files.
+
+    Args:
+        path: a file path.
+
+    Returns:
+        The row, ``ok=False`` and ``error`` set when the file is not a usable DICOM image.
+    """
+    row = InspectRow(path=Path(path))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cine = read_cine(path)
+    except EchoscreenError as exc:
+        row.error = str(exc)
+        return row
+    except Exception as exc:  # a bug, but inspect must report it rather than crash
+        row.error = f"unexpected {type(exc).__name__}: {exc}"
+        return row
+    row.modality = cine.modality
+    row.frames, row.rows, row.cols = cine.n_frames, cine.height, cine.width
+    row.fps = cine.fps
+    row.transfer_syntax = UID(cine.transfer_syntax).name
+    row.photometric = cine.photometric
+    row.n_regions = len(cine.regions)
+    row.ok = True
+    return row
+
+
+def iter_files(paths: Iterable[Path]) -> Iterator[Path]:
+    """Files named, and files under folders named (recursively, sorted).
+
+    In folders, hidden files and side files (:data:`SIDE_FILE_SUFFIXES`, e.g. a cohort's
+    ``labels.csv``) are skipped. A named path is always yielded, even if it does not
+    exist, so that ``inspect`` reports it.
+    """
+    for path in paths:
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                rel = child.relative_to(path)
+                hidden = any(p.startswith(".") for p in rel.parts)
+                side = child.suffix.lower() in SIDE_FILE_SUFFIXES
+                if child.is_file() and not hidden and not side:
+                    yield child
+        else:
+            yield path
+
+
+def short_syntax_name(name: str) -> str:
+    """A transfer syntax name without its parenthesised details, for narrow tables.
+
+    ``"JPEG Baseline (Process 1)"`` -> ``"JPEG Baseline"``; ``"JPEG Lossless,
+    Non-Hierarchical, First-Order Prediction (Process 14 [Selection Value 1])"`` ->
+    ``"JPEG Lossless SV1"``.
+    """
+    if name.startswith("JPEG Lossless, Non-Hierarchical, First-Order"):
+        return "JPEG Lossless SV1"
+    head = name.split(" (")[0]
+    return head.replace("Image Compression", "").replace("Little Endian", "LE").strip()

@@ -1,0 +1,200 @@
+"""From a decoded cine to a model-ready clip tensor: crop, square, resize, resample in time.
+
+The output of :func:`preprocess` is a :class:`ClipTensor` whose ``pixels`` are
+``(3, T, S, S)`` uint8 RGB, channels first, ``T = spec.frames`` and ``S = spec.size``.
+Colour is kept: a regurgitant jet is only visible in the colour-Doppler overlay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from echoscreen.dicom.read import Cine, Source, check_image, frame_rate, load_dataset, read_cine
+from echoscreen.dicom.regions import union_box, usable_2d
+from echoscreen.errors import PreprocessError
+
+#: frame rate assumed when a file states none (typical of paediatric echo cine)
+DEFAULT_FPS = 30.0
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """Shape of the clip tensor a model expects.
+
+    Attributes:
+        size: output side S in pixels (square frames).
+        frames: output frame count T.
+        fps: output frame rate; output frame k shows the cine at time k / fps seconds.
+    """
+
+    size: int = 112
+    frames: int = 32
+    fps: float = 30.0
+
+
+@dataclass
+class ClipTensor:
+    """A preprocessed clip.
+
+    Attributes:
+        pixels: (3, T, S, S) uint8 RGB, channels first (monochrome is repeated into 3).
+        spacing_mm: physical size of one output pixel in mm (square pixels), or None when
+            the file gives no usable spacing.
+        fps: frame rate of ``pixels`` (= spec.fps).
+        source_frames: (T,) int64, the file frame number shown in each output frame.
+    """
+
+    pixels: np.ndarray
+    spacing_mm: float | None
+    fps: float
+    source_frames: np.ndarray
+
+
+def sample_indices(total_frames: int, source_fps: float | None, spec: PreprocessSpec) -> np.ndarray:
+    """Source frame for each output frame: nearest in time from t = 0, looping the cine.
+
+    Cine loops are cyclic (one or more heart beats), so a cine shorter than the output
+    duration is played again from its start. When ``source_fps`` is None it is assumed to
+    be :data:`DEFAULT_FPS` (30).
+
+    Args:
+        total_frames: frames in the cine (> 0).
+        source_fps: the cine's frame rate, or None if unknown.
+        spec: output frame count and rate.
+
+    Returns:
+        (spec.frames,) int64 indices into the cine.
+    """
+    if total_frames <= 0:
+        raise PreprocessError("the cine has no frames; nothing to preprocess")
+    if spec.frames <= 0 or spec.fps <= 0 or spec.size <= 0:
+        raise PreprocessError(f"invalid spec {spec}; frames, fps and size must be positive")
+    fps = source_fps if source_fps and source_fps > 0 else DEFAULT_FPS
+    times = np.arange(spec.frames, dtype=np.float64) / spec.fps
+    return np.floor(times * fps + 0.5).astype(np.int64) % total_frames
+
+
+def imaging_box(cine: Cine) -> tuple[int, int, int, int]:
+    """Where the ultrasound image is: ``(x0, y0, x1, y1)`` in pixels, bounds inclusive.
+
+    The union of the 2D regions of the Sequence of Ultrasound Regions when the file has
+    usable ones (inside the image), else the sector detected from the pixels.
+    """
+    box = union_box(usable_2d(cine.regions, cine.height, cine.width))
+    return box if box is not None else detect_sector(cine.frames)
+
+
+def detect_sector(frames: np.ndarray) -> tuple[int, int, int, int]:
+    """Bounding box of the live image area, for files without ultrasound regions.
+
+    Pixels that change over time (the beating heart, its speckle and colour) are live;
+    burned-in text is static. With a single frame, or too little motion, non-black grey
+    pixels stand in (B-mode is grey; banners and icons are usually coloured). The mask is
+    closed (joins speckle) and opened (drops thin text and ECG lines); the largest
+    connected component's bounding box is the sector.
+
+    Args:
+        frames: (T, H, W, C) uint8.
+
+    Returns:
+        (x0, y0, x1, y1), inclusive; the whole image when nothing is found.
+    """
+    t, h, w = frames.shape[:3]
+    step = max(1, min(h, w) // 128)
+    picks = np.unique(np.linspace(0, t - 1, num=min(t, 16)).round().astype(np.int64))
+    small = frames[picks, ::step, ::step]
+    gray = small.max(axis=-1)
+    live = np.zeros(gray.shape[1:], bool)
+    if len(picks) > 1:
+        live = gray.astype(np.float32).std(axis=0) > 2.0
+    if live.mean() < 0.02:  # still image: grey (B-mode), non-black pixels; UI is coloured
+        chroma = (gray - small.min(axis=-1)).max(axis=0)
+        live = (gray.max(axis=0) > 10) & (chroma < 24)
+    k = max(3, (min(gray.shape[1:]) // 40) | 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    mask = cv2.morphologyEx(live.astype(np.uint8), cv2.MORPH_CLOSE, kernel)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count <= 1:
+        return (0, 0, w - 1, h - 1)
+    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y, bw, bh = (int(v) for v in stats[best, :4])
+    return (x * step, y * step, min(w - 1, (x + bw) * step - 1), min(h - 1, (y + bh) * step - 1))
+
+
+def preprocess(cine: Cine, spec: PreprocessSpec = PreprocessSpec()) -> ClipTensor:
+    """Crop to the imaging box, pad to square, resize and resample in time.
+
+    Only the source frames the output uses are cropped and resized (with
+    ``cv2.INTER_AREA``), each once. The crop is padded with black to a square centred on
+    it, so the geometry (angles, jet lengths) is kept. When the cine has no frame rate,
+    30 frames/s is assumed.
+
+    Args:
+        cine: a decoded cine; it may hold only some frames (``read_cine(frame_indices=...)``)
+            as long as those include every frame :func:`sample_indices` asks for.
+        spec: output size, frame count and rate.
+
+    Returns:
+        :class:`ClipTensor` with pixels (3, spec.frames, spec.size, spec.size) uint8.
+
+    Raises:
+        PreprocessError: the spec is invalid or a needed frame was not decoded.
+    """
+    wanted = sample_indices(cine.total_frames, cine.fps, spec)
+    uniq, inverse = np.unique(wanted, return_inverse=True)
+    row_of = {int(f): k for k, f in enumerate(cine.frame_index)}
+    missing = [int(f) for f in uniq if int(f) not in row_of]
+    if missing:
+        raise PreprocessError(
+            f"frames {missing[:5]} are needed but were not decoded; read the cine with "
+            "frame_indices=None or use load_clip()"
+        )
+    x0, y0, x1, y1 = imaging_box(cine)
+    h, w, side, size = y1 - y0 + 1, x1 - x0 + 1, max(y1 - y0, x1 - x0) + 1, spec.size
+    nw, nh = max(1, round(w * size / side)), max(1, round(h * size / side))
+    ox, oy = (size - nw) // 2, (size - nh) // 2
+    channels = cine.frames.shape[3]
+    canvas = np.zeros((len(uniq), size, size, channels), np.uint8)
+    for k, f in enumerate(uniq):
+        crop = cine.frames[row_of[int(f)], y0 : y1 + 1, x0 : x1 + 1]
+        small = cv2.resize(crop, (nw, nh), interpolation=cv2.INTER_AREA)
+        canvas[k, oy : oy + nh, ox : ox + nw] = small.reshape(nh, nw, channels)
+    if channels == 1:
+        canvas = np.repeat(canvas, 3, axis=3)
+    pixels = np.ascontiguousarray(canvas[inverse.reshape(-1)].transpose(3, 0, 1, 2))
+    return ClipTensor(
+        pixels=pixels,
+        spacing_mm=_output_spacing(cine, side, size),
+        fps=float(spec.fps),
+        source_frames=wanted,
+    )
+
+
+def _output_spacing(cine: Cine, side: int, size: int) -> float | None:
+    spacing = cine.pixel_spacing_mm
+    if spacing is None:
+        return None
+    dy, dx = spacing
+    if abs(dy - dx) > 0.02 * max(dy, dx):
+        return None  # anisotropic pixels: a square output pixel has no single size
+    return dx * side / size
+
+
+def load_clip(source: Source, spec: PreprocessSpec = PreprocessSpec()) -> ClipTensor:
+    """Read a file and preprocess it, decoding only the frames the output uses.
+
+    Equivalent to ``preprocess(read_cine(source), spec)`` but faster on long cines.
+
+    Raises:
+        NotDicomError, DicomDecodeError: as :func:`read_cine`.
+        PreprocessError: as :func:`preprocess`.
+    """
+    ds = load_dataset(source)
+    n = check_image(ds, max_frames=10_000, max_pixels=2_000_000_000)[3]
+    wanted = sample_indices(n, frame_rate(ds), spec)
+    cine = read_cine(ds, frame_indices=np.unique(wanted).tolist())
+    return preprocess(cine, spec)
