@@ -166,10 +166,10 @@ class Catalog:
                 "quarantined": s.scalar(select(func.count()).select_from(Quarantine)) or 0,
             }
             out["labels"] = dict(
-                s.execute(select(Study.label, func.count()).group_by(Study.label)).tuples().all()
+                s.execute(select(Study.label, func.count()).group_by(Study.label)).all()
             )
             out["views"] = dict(
-                s.execute(select(Clip.view, func.count()).group_by(Clip.view)).tuples().all()
+                s.execute(select(Clip.view, func.count()).group_by(Clip.view)).all()
             )
         out["datasets"] = {
             d.name: {"studies": d.n_studies, "splits": d.splits} for d in self.datasets()
@@ -187,7 +187,7 @@ class Catalog:
                 select(Dataset.name, DatasetStudy.split, func.count())
                 .join(DatasetStudy, DatasetStudy.dataset_id == Dataset.id)
                 .group_by(Dataset.name, DatasetStudy.split)
-            ).tuples()
+            ).all()
             for name, split, n in rows:
                 infos[name].splits[split] = n
                 infos[name].n_studies += n
@@ -214,13 +214,13 @@ class Catalog:
                 .join(DatasetStudy, DatasetStudy.dataset_id == Dataset.id)
                 .where(DatasetStudy.study_id == st.id)
                 .order_by(Dataset.name)
-            ).tuples()
-            return StudyDetail(st, list(st.clips), list(member))
+            ).all()
+            return StudyDetail(st, list(st.clips), [(name, split) for name, split in member])
 
     def object_refs(self) -> list[tuple[str, str, str]]:
         """Every object id the catalog references: ``(clip id, column, object id)``."""
         with self.session() as s:
-            rows = s.execute(select(Clip.id, Clip.dicom_object, Clip.tensor_object)).tuples()
+            rows = s.execute(select(Clip.id, Clip.dicom_object, Clip.tensor_object)).all()
             refs = []
             for cid, dicom_oid, tensor_oid in rows:
                 refs.append((cid, "dicom_object", dicom_oid))

@@ -26,6 +26,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from sqlalchemy.engine import URL
+
 from echoscreen.errors import StoreError
 from echoscreen.store.catalog import Catalog, normalise_url
 from echoscreen.store.keys import LocalKeyProvider, check_private, write_secret_file
@@ -98,7 +100,9 @@ class Site:
             if url is not None:
                 if url.password:
                     write_secret_file(path / "keys" / "catalog.password", url.password.encode())
-                stored = url.set(password=None).render_as_string(hide_password=False)
+                bare = URL.create(url.drivername, url.username, None, url.host, url.port,
+                                  url.database, url.query)  # fmt: skip
+                stored = bare.render_as_string(hide_password=False)
             site = cls(path, keys, cls._secret(path), Catalog(cls._catalog_url(path, stored)))
             site.catalog.create_all()
             meta = {"format": SITE_FORMAT, "catalog": stored, "created_at": _now()}

@@ -103,15 +103,11 @@ def make_split(
         if ds is None:
             known = ", ".join(s.scalars(select(Dataset.name).order_by(Dataset.name))) or "none"
             raise CatalogError(f"no dataset {dataset!r} (datasets: {known}); ingest with --dataset")
-        rows = (
-            s.execute(
-                select(DatasetStudy, Study.patient, Study.label)
-                .join(Study, Study.id == DatasetStudy.study_id)
-                .where(DatasetStudy.dataset_id == ds.id)
-            )
-            .tuples()
-            .all()
-        )
+        rows = s.execute(
+            select(DatasetStudy, Study.patient, Study.label)
+            .join(Study, Study.id == DatasetStudy.study_id)
+            .where(DatasetStudy.dataset_id == ds.id)
+        ).all()
         if not rows:
             raise CatalogError(f"dataset {dataset!r} has no studies to split")
         patients: dict[str, tuple[int, int]] = {}
