@@ -133,9 +133,9 @@ def test_split_errors(catalog: Catalog) -> None:
     add_cohort(catalog, 4)
     with pytest.raises(CatalogError, match="sum to 1"):
         make_split(catalog, "rhd", 0.7, 0.2, 0.2, seed=0)
-    with pytest.raises(CatalogError, match=">= 0"):
+    with pytest.raises(CatalogError, match=r">= 0"):
         make_split(catalog, "rhd", 1.2, -0.2, 0.0, seed=0)
-    with pytest.raises(CatalogError, match="no dataset 'nope'.*rhd"):
+    with pytest.raises(CatalogError, match=r"no dataset 'nope'.*rhd"):
         make_split(catalog, "nope", 0.7, 0.15, 0.15, seed=0)
     assert make_split(catalog, "rhd", 1.0, 0.0, 0.0, seed=0) == {"train": 6, "val": 0, "test": 0}
 

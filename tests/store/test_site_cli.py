@@ -1,0 +1,103 @@
+"""`echoscreen site ...` end to end through the real console entry point (subprocesses)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from echoscreen.store.catalog import add_to_dataset
+from echoscreen.store.schema import Clip, Study
+from echoscreen.store.site import Site
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "echoscreen", *args],
+        capture_output=True, text=True, env=full_env, timeout=120,
+    )  # fmt: skip
+
+
+def ok(*args: str, env: dict[str, str] | None = None) -> str:
+    res = run(*args, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+    return res.stdout
+
+
+def fails(*args: str, match: str) -> str:
+    res = run(*args)
+    assert res.returncode != 0, res.stdout
+    assert "Traceback" not in res.stdout + res.stderr
+    assert match in res.stdout + res.stderr, res.stdout + res.stderr
+    return res.stdout
+
+
+def populate(path: Path, n_patients: int = 10) -> list[str]:
+    """Studies with one stored clip each (DICOM and tensor objects), in dataset 'screen'."""
+    oids = []
+    with Site.open(path) as site, site.catalog.session() as s:
+        for p in range(n_patients):
+            sid = f"2.25.{1000 + p}"
+            dicom = site.objects.put(f"dicom of {sid}".encode() * 20)
+            tensor = site.objects.put(f"tensor of {sid}".encode() * 20)
+            oids += [dicom, tensor]
+            s.add(Study(id=sid, patient=f"PSEUDO{p}", label=("normal", "definite")[p % 2],
+                        sex="M", age_years=10.0, n_clips=1, source_kind="folder"))  # fmt: skip
+            s.add(Clip(id=f"{sid}.1", study_id=sid, view="PLAX", doppler=False, n_frames=16,
+                       fps=30.0, rows=64, cols=64, transfer_syntax="1.2.840.10008.1.2.1",
+                       dicom_object=dicom, tensor_object=tensor, tensor_shape="3x16x64x64",
+                       findings="thickened AML"))  # fmt: skip
+            s.flush()
+            add_to_dataset(s, "screen", sid)
+    return oids
+
+
+def test_site_commands_end_to_end(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    assert "created site" in ok("site", "init", str(site))
+    oids = populate(site)
+    env = {"ECHOSCREEN_SITE": str(site)}
+    listing = ok("site", "ls", env=env)
+    assert "screen" in listing and "definite" in listing and "PLAX" in listing
+    assert "train" in ok("site", "split", "screen", "--site", str(site), "--seed", "1")
+    listing = ok("site", "ls", "--site", str(site))
+    assert "screen" in listing
+    shown = ok("site", "show", "2.25.1003", "--site", str(site))
+    assert "PSEUDO3" in shown and "thickened AML" in shown and "screen" in shown
+    assert "all objects decrypt" in ok("site", "verify", "--site", str(site))
+    rotated = ok("site", "rotate-key", "--site", str(site))
+    assert "re-wrapped 20 object(s)" in rotated
+    assert "all objects decrypt" in ok("site", "verify", "--site", str(site))
+
+    # tamper with one object and delete another that the catalog references
+    victim = site / "objects" / oids[0][:2] / oids[0]
+    blob = bytearray(victim.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    victim.write_bytes(bytes(blob))
+    (site / "objects" / oids[3][:2] / oids[3]).unlink()
+    out = fails("site", "verify", "--site", str(site), match="failed verification")
+    assert oids[0] in out and "altered" in out and f"missing object {oids[3]}" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (("site", "ls", "--site", "{tmp}/nope"), "not an echoscreen site"),
+        (("site", "verify", "--site", "{tmp}/nope"), "site init"),
+        (("site", "init", "{tmp}/site"), "already exists"),
+        (("site", "show", "9.9.9", "--site", "{tmp}/site"), "no study '9.9.9'"),
+        (("site", "split", "x", "--site", "{tmp}/site", "--train", ".9"), "sum to 1"),
+        (("site", "split", "x", "--site", "{tmp}/site"), "no dataset 'x'"),
+        (("site", "init", "{tmp}/other", "--catalog", "mysql://u@h/db"), "unsupported catalog"),
+    ],
+)
+def test_bad_input_is_a_clean_error(tmp_path: Path, args: tuple[str, ...], match: str) -> None:
+    if not (tmp_path / "site").exists():
+        Site.init(tmp_path / "site").close()
+    fails(*(a.format(tmp=tmp_path) for a in args), match=match)
+    assert not (tmp_path / "other").exists()
