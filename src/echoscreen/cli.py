@@ -61,6 +61,37 @@ def demo(
 
 # ---- dicom --------------------------------------------------------------------------------
 
+
+@app.command()
+def inspect(
+    paths: list[Path] = typer.Argument(..., help="DICOM files or folders (searched recursively)."),
+) -> None:
+    """Print one row per DICOM file: what it holds and whether it decodes."""
+    from rich.progress import track
+    from rich.table import Table
+    from rich.text import Text
+
+    from echoscreen.dicom.inspect import inspect_file, iter_files, short_syntax_name
+    from echoscreen.errors import DicomError
+
+    files = list(iter_files(paths))
+    rows = [inspect_file(f) for f in track(files, description="decoding", console=console)]
+    table = Table("file", "modality", "frames", "size", "fps", "transfer syntax", "photometric",
+                  "regions", "status")
+    for r in rows:
+        cells = [str(r.path), r.modality, str(r.frames or ""), f"{r.cols}x{r.rows}" if r.ok else "",
+                 f"{r.fps:.1f}" if r.fps else "", short_syntax_name(r.transfer_syntax),
+                 r.photometric, str(r.n_regions) if r.ok else ""]
+        status = Text("ok", style="green") if r.ok else Text(r.error or "failed", style="red")
+        table.add_row(*(Text(c) for c in cells), status)
+    out.print(table)
+    failed = sum(not r.ok for r in rows)
+    if not rows:
+        raise DicomError("no files found; name DICOM files or folders that hold them")
+    if failed:
+        raise DicomError(f"{failed} of {len(rows)} files failed; the status column says why")
+
+
 # ---- site ---------------------------------------------------------------------------------
 
 site_app = typer.Typer(
