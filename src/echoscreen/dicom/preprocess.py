@@ -74,7 +74,8 @@ def sample_indices(total_frames: int, source_fps: float | None, spec: Preprocess
         raise PreprocessError(f"invalid spec {spec}; frames, fps and size must be positive")
     fps = source_fps if source_fps and source_fps > 0 else DEFAULT_FPS
     times = np.arange(spec.frames, dtype=np.float64) / spec.fps
-    return np.floor(times * fps + 0.5).astype(np.int64) % total_frames
+    # nearest source frame; an exact tie goes to the earlier frame (the one on screen)
+    return np.ceil(times * fps - 0.5 - 1e-9).astype(np.int64) % total_frames
 
 
 def imaging_box(cine: Cine) -> tuple[int, int, int, int]:

@@ -365,7 +365,8 @@ def _colour_to_uint8(arr: np.ndarray, ds: Dataset) -> np.ndarray:
 def _decode_hint(ds: Dataset, exc: Exception) -> str:
     ts = UID(str(ds.file_meta.get("TransferSyntaxUID", "")))
     name = ts.name if ts else "unknown transfer syntax"
-    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = " ".join(lines)[:300] if lines else type(exc).__name__
     return (
         f"pixel data ({name}) cannot be decoded: {detail}; the file may be truncated or "
         "corrupt, or its encoding unsupported (transcode it, e.g. with dcmtk's dcmdjpeg)"
