@@ -1,0 +1,119 @@
+"""Clean Pixel Data for ultrasound: blank everything outside the Sequence of Ultrasound Regions.
+
+Scanners burn the patient's name, ID, date and the institution into the screen around the
+image. The Sequence of Ultrasound Regions says where the image areas are (2D sector,
+M-mode, Doppler, ECG trace); everything outside their union is set to zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from echoscreen.errors import DeidError
+
+Box = tuple[int, int, int, int]
+
+
+def regions_of(ds: Dataset) -> list[Box]:
+    """The region bounding boxes of a dataset's Sequence of Ultrasound Regions.
+
+    Args:
+        ds: an ultrasound dataset (original or de-identified; the sequence is kept).
+
+    Returns:
+        ``(x0, y0, x1, y1)`` per item (RegionLocationMinX0, MinY0, MaxX1, MaxY1; inclusive
+        pixel bounds); items missing a bound are left out.
+    """
+    boxes: list[Box] = []
+    for item in ds.get("SequenceOfUltrasoundRegions", None) or []:
+        keys = (
+            "RegionLocationMinX0",
+            "RegionLocationMinY0",
+            "RegionLocationMaxX1",
+            "RegionLocationMaxY1",
+        )
+        values = [item.get(k) for k in keys]
+        if any(v is None or v == "" for v in values):
+            continue
+        try:
+            x0, y0, x1, y1 = (int(v) for v in values)
+        except (TypeError, ValueError):
+            continue
+        boxes.append((x0, y0, x1, y1))
+    return boxes
+
+
+def _box(region: Any) -> Box:
+    if hasattr(region, "x0"):
+        return (int(region.x0), int(region.y0), int(region.x1), int(region.y1))
+    x0, y0, x1, y1 = region
+    return (int(x0), int(y0), int(x1), int(y1))
+
+
+def region_mask(shape: tuple[int, int], regions: Sequence[Any]) -> np.ndarray:
+    """Union of the region boxes as a boolean mask.
+
+    Boxes reaching past the frame are clipped to it; empty or inverted boxes count for
+    nothing.
+
+    Args:
+        shape: ``(H, W)`` of a frame in pixels.
+        regions: objects with ``x0, y0, x1, y1`` (e.g. ``echoscreen.dicom.UltrasoundRegion``)
+            or ``(x0, y0, x1, y1)`` tuples.
+
+    Returns:
+        ``(H, W)`` bool, True inside a region.
+    """
+    height, width = shape
+    mask = np.zeros((height, width), dtype=bool)
+    for region in regions:
+        x0, y0, x1, y1 = _box(region)
+        x0, y0 = max(x0, 0), max(y0, 0)
+        x1, y1 = min(x1, width - 1), min(y1, height - 1)
+        if x0 <= x1 and y0 <= y1:
+            mask[y0 : y1 + 1, x0 : x1 + 1] = True
+    return mask
+
+
+def clean_pixels(frames: np.ndarray, regions: Sequence[Any], *, burned_in: bool) -> np.ndarray:
+    """Blank (zero) every pixel outside the union of the ultrasound regions.
+
+    Args:
+        frames: ``(T, H, W, C)`` uint8 (``(T, H, W)`` is taken as C = 1).
+        regions: the regions (see :func:`region_mask`); may be empty.
+        burned_in: whether the clip may carry burned-in annotation (BurnedInAnnotation YES
+            or absent).
+
+    Returns:
+        A new array of the same shape and dtype; ``frames`` is not modified.
+
+    Raises:
+        DeidError: when ``burned_in`` and the regions leave nothing to blank (none usable,
+            or they cover the whole frame): the annotation cannot be told apart from the
+            image, so the clip must be quarantined. Also for a malformed ``frames`` array.
+    """
+    if frames.ndim not in (3, 4) or frames.dtype != np.uint8:
+        raise DeidError(
+            f"frames must be (T, H, W, C) uint8, got shape {frames.shape} dtype {frames.dtype}; "
+            "decode the clip with echoscreen.dicom first"
+        )
+    mask = region_mask((frames.shape[1], frames.shape[2]), regions)
+    if burned_in and not mask.any():
+        raise DeidError(
+            "the clip may have burned-in annotation (BurnedInAnnotation YES or absent) and has "
+            "no usable Sequence of Ultrasound Regions, so its pixels cannot be cleaned; it is "
+            "quarantined: export it from the scanner with regions, or without annotation"
+        )
+    if burned_in and mask.all():
+        raise DeidError(
+            "the clip may have burned-in annotation and its ultrasound regions cover the whole "
+            "frame, so the annotation cannot be separated from the image; it is quarantined"
+        )
+    out = frames.copy()
+    if mask.any():
+        out[:, ~mask] = 0
+    return out
