@@ -207,3 +207,15 @@ def test_kill_mid_put_leaves_only_complete_objects(site: Site) -> None:
     assert site.objects.clean_tmp(older_than_s=-1) >= 0
     assert site.objects.verify() == []
     assert not list(site.objects.root.glob("*/.tmp-*"))
+
+
+def test_verify_recomputes_content_ids(site: Site) -> None:
+    """An object re-encrypted by a key holder with other content passes GCM but not verify."""
+    from echoscreen.store.crypto import seal
+
+    oid = site.objects.put(b"original clip" * 10)
+    site.objects.path(oid).write_bytes(seal(b"substituted clip", oid, site.keys))
+    assert site.objects.get(oid) == b"substituted clip"  # authentic ciphertext, wrong content
+    with pytest.raises(IntegrityError, match="another id"):
+        site.objects.get(oid, check_id=True)
+    assert [f[0] for f in site.objects.verify()] == [oid]

@@ -143,7 +143,9 @@ def open_sealed(blob: bytes, oid: str, keys: KeyProvider) -> bytes:
     data_key = unwrap_key(header, keys)
     try:
         return AESGCM(data_key).decrypt(
-            header.nonce, blob[header.body_offset :], associated_data(oid, header.version)
+            header.nonce,
+            memoryview(blob)[header.body_offset :],  # no copy of the body
+            associated_data(oid, header.version),
         )
     except InvalidTag as exc:
         raise IntegrityError(f"object {oid} failed authentication: it was altered") from exc
