@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests.pacs import orthanc  # noqa: F401  (session fixture: a real Orthanc PACS)
 from tests.services import postgres_server, postgres_url  # noqa: F401  (real PostgreSQL)
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

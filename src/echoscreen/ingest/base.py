@@ -1,0 +1,159 @@
+"""What every ingest source yields: DICOM instances grouped into studies.
+
+A source (a folder, a zip, a DICOMweb PACS, a C-STORE association) hands the
+pipeline one :class:`StudyBatch` at a time, so a study is ingested, and committed
+in one transaction, as a unit. Files that are not DICOM travel in the batch's
+``unreadable`` list with a reason, so the pipeline can quarantine them and go on.
+
+Reasons are fixed phrases written here, never text copied out of a file, so a
+reason cannot carry identifying values into the catalog or the logs.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO, Protocol, runtime_checkable
+
+#: key of the batches that carry only unreadable files (there is no study to name)
+UNREADABLE_KEY = "<unreadable>"
+
+#: unreadable files are handed over in chunks of this many, to bound memory
+UNREADABLE_CHUNK = 64
+
+#: Media Storage Directory Storage: a DICOMDIR, an index of a medium, not an image
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+
+#: names that file systems and archivers leave behind; skipped without a word
+HOUSEKEEPING_NAMES = frozenset({"DICOMDIR", ".DS_Store", "Thumbs.db", "desktop.ini"})
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One DICOM Part 10 object as received.
+
+    Attributes:
+        data: the file's bytes, exactly as the source delivered them.
+        origin: where it came from (a path inside a folder or zip, a URL, a peer
+            address), for messages only. It may itself be identifying (folder
+            names often are), so it is never stored in the clear.
+    """
+
+    data: bytes
+    origin: str
+
+
+@dataclass
+class StudyBatch:
+    """The instances of one study, as one source delivered them.
+
+    Attributes:
+        key: the original StudyInstanceUID, or :data:`UNREADABLE_KEY` for a
+            batch that carries only files that are not DICOM.
+        instances: readable DICOM instances of this study.
+        unreadable: files that could not be read as DICOM, each with a fixed,
+            non-identifying reason.
+    """
+
+    key: str
+    instances: list[Instance] = field(default_factory=list)
+    unreadable: list[tuple[Instance, str]] = field(default_factory=list)
+
+
+@runtime_checkable
+class ClipSource(Protocol):
+    """Anything that yields DICOM studies: the seam between transports and the pipeline."""
+
+    def studies(self) -> Iterator[StudyBatch]:
+        """Yield one batch per study (and batches of unreadable files), each once."""
+        ...
+
+    def describe(self) -> str:
+        """A short human description (``folder /data/echo``), for progress and summaries."""
+        ...
+
+    def count_hint(self) -> int | None:
+        """How many batches :meth:`studies` will yield, if known cheaply; else None."""
+        ...
+
+
+@dataclass(frozen=True)
+class HeaderInfo:
+    """What a source needs to know about a file before grouping it.
+
+    Attributes:
+        study_uid: the StudyInstanceUID, or None when the file is not usable.
+        skip: True for files that are not instances at all (a DICOMDIR).
+        reason: why the file is unusable (a fixed phrase), when ``study_uid`` is None.
+    """
+
+    study_uid: str | None
+    skip: bool = False
+    reason: str = ""
+
+
+def read_header(fp: BinaryIO) -> HeaderInfo:
+    """Read just enough of a DICOM file to group it by study.
+
+    Only the file meta and the StudyInstanceUID are parsed (pixel data is never
+    touched), so this is cheap even for large cine loops.
+
+    Args:
+        fp: a binary stream positioned at the start of the file.
+
+    Returns:
+        The study UID, or the reason the file is unusable.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    head = fp.read(132)
+    if not head:
+        return HeaderInfo(None, reason="empty file")
+    if len(head) < 132 or head[128:132] != b"DICM":
+        return HeaderInfo(None, reason="not a DICOM file (no 'DICM' marker after the preamble)")
+    fp.seek(0)
+    try:
+        ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=[(0x0020, 0x000D)])
+        sop_class = str(ds.file_meta.get("MediaStorageSOPClassUID", ""))
+        study_uid = ds.get("StudyInstanceUID")
+    except InvalidDicomError:
+        return HeaderInfo(None, reason="not a DICOM file (invalid file meta information)")
+    except Exception as exc:  # pydicom raises many kinds on truncated/corrupt input
+        return HeaderInfo(None, reason=f"DICOM header cannot be parsed ({type(exc).__name__})")
+    if sop_class == DICOMDIR_SOP_CLASS:
+        return HeaderInfo(None, skip=True)
+    if not study_uid:
+        return HeaderInfo(None, reason="DICOM object without a StudyInstanceUID")
+    return HeaderInfo(str(study_uid).strip())
+
+
+def header_of_bytes(data: bytes) -> HeaderInfo:
+    """:func:`read_header` for an object already in memory."""
+    return read_header(io.BytesIO(data))
+
+
+def chunked_unreadable(items: list[tuple[Instance, str]]) -> Iterator[StudyBatch]:
+    """Wrap unreadable files into batches of :data:`UNREADABLE_CHUNK`."""
+    for start in range(0, len(items), UNREADABLE_CHUNK):
+        yield StudyBatch(UNREADABLE_KEY, unreadable=items[start : start + UNREADABLE_CHUNK])
+
+
+def group_by_study(instances: list[Instance]) -> Iterator[StudyBatch]:
+    """Group in-memory instances by StudyInstanceUID, unreadable ones batched apart.
+
+    Studies come out in the order their first instance appears.
+    """
+    studies: dict[str, StudyBatch] = {}
+    bad: list[tuple[Instance, str]] = []
+    for inst in instances:
+        info = header_of_bytes(inst.data)
+        if info.skip:
+            continue
+        if info.study_uid is None:
+            bad.append((inst, info.reason))
+            continue
+        studies.setdefault(info.study_uid, StudyBatch(info.study_uid)).instances.append(inst)
+    yield from studies.values()
+    yield from chunked_unreadable(bad)
