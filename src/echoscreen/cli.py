@@ -195,7 +195,6 @@ def site_split(
     out.print(f"split {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
-
 def main() -> None:
     """Console-script entry point: run the app, turning echoscreen errors into clean exits."""
     try:
@@ -211,10 +210,6 @@ def main() -> None:
     except typer.Abort:
         console.print("[yellow]aborted[/]")
         sys.exit(1)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except typer.TyperException as exc:  # usage errors (bad option values) in non-standalone mode
+        exc.show()
+        sys.exit(exc.exit_code)
