@@ -91,6 +91,7 @@ def test_table_spot_checks() -> None:
         assert table[keyword].pat_chars == "K", keyword
     for keyword in ("StudyDate", "SeriesTime", "AcquisitionDateTime", "ContentDate"):
         assert table[keyword].mod_dates == "C", keyword
+    assert table["PatientBirthDate"].mod_dates == ""  # removed even when dates are kept
     for keyword in ("StudyDescription", "SeriesDescription", "ImageComments", "ProtocolName"):
         assert table[keyword].clean_desc == "C", keyword
 
