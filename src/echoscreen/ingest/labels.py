@@ -1,0 +1,125 @@
+"""labels.csv and clips.csv: study labels/demographics and clip annotations to join on ingest.
+
+Both files are keyed by ORIGINAL DICOM UIDs (what the scanner or the phantom
+wrote); the pipeline looks rows up before pseudonymisation and stores only the
+values, never the keys. Columns:
+
+- ``labels.csv``: ``study_instance_uid``, ``label`` (normal/borderline/definite or
+  empty), and optionally ``sex``, ``age_years``, ``weight_kg``, ``height_cm``.
+  ``patient_id`` and any other column are ignored (identifying, not stored).
+- ``clips.csv``: ``sop_instance_uid``, and optionally ``view``, ``doppler``
+  (1/0/true/false/yes/no) and ``findings`` or ``finding_*`` columns (stored as JSON).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from echoscreen.errors import IngestError
+
+LABELS = ("normal", "borderline", "definite")
+_TRUE = {"1", "true", "yes", "y"}
+_FALSE = {"0", "false", "no", "n"}
+
+
+@dataclass(frozen=True)
+class StudyLabel:
+    """What labels.csv says about one study (None: not given)."""
+
+    label: str | None = None
+    sex: str | None = None
+    age_years: float | None = None
+    weight_kg: float | None = None
+    height_cm: float | None = None
+
+
+@dataclass(frozen=True)
+class ClipLabel:
+    """What clips.csv says about one clip (None: not given)."""
+
+    view: str | None = None
+    doppler: bool | None = None
+    findings: str | None = None
+
+
+@dataclass
+class Annotations:
+    """Rows of labels.csv and clips.csv keyed by original UID."""
+
+    studies: dict[str, StudyLabel] = field(default_factory=dict)
+    clips: dict[str, ClipLabel] = field(default_factory=dict)
+
+
+def _rows(path: Path, key: str) -> list[tuple[int, dict[str, str]]]:
+    try:
+        with Path(path).open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None or key not in reader.fieldnames:
+                raise IngestError(f"{path} has no {key!r} column; see `echoscreen ingest --help`")
+            return [(i + 2, {k: (v or "").strip() for k, v in row.items() if k}) for i, row in
+                    enumerate(reader)]  # fmt: skip
+    except OSError as exc:
+        raise IngestError(f"cannot read {path} ({exc.strerror}); check the path") from exc
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise IngestError(f"{path} is not a readable UTF-8 CSV file ({exc})") from exc
+
+
+def _number(path: Path, line: int, column: str, text: str) -> float | None:
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise IngestError(f"{path} line {line}: {column} {text!r} is not a number") from exc
+
+
+def _study_row(path: Path, line: int, row: dict[str, str]) -> StudyLabel:
+    label = row.get("label", "").lower() or None
+    if label is not None and label not in LABELS:
+        raise IngestError(
+            f"{path} line {line}: label {label!r} is not one of {', '.join(LABELS)} (or empty)"
+        )
+    sex = row.get("sex", "").upper()[:1] or None
+    if sex is not None and sex not in "MFO":
+        raise IngestError(f"{path} line {line}: sex {row['sex']!r} is not M, F or O")
+    return StudyLabel(
+        label,
+        sex,
+        *(_number(path, line, c, row.get(c, "")) for c in ("age_years", "weight_kg", "height_cm")),
+    )
+
+
+def _clip_row(path: Path, line: int, row: dict[str, str]) -> ClipLabel:
+    doppler_text = row.get("doppler", "").lower()
+    if doppler_text and doppler_text not in _TRUE | _FALSE:
+        raise IngestError(f"{path} line {line}: doppler {row['doppler']!r} is not 1/0/true/false")
+    doppler = None if not doppler_text else doppler_text in _TRUE
+    extra = {k: v for k, v in row.items() if k.startswith("finding_") and v}
+    findings = row.get("findings") or None
+    if extra:
+        if findings:
+            extra["findings"] = findings
+        findings = json.dumps(extra, sort_keys=True)
+    return ClipLabel(row.get("view") or None, doppler, findings)
+
+
+def load_annotations(labels: Path | None, clips: Path | None) -> Annotations:
+    """Read labels.csv and clips.csv (either may be None).
+
+    Raises:
+        IngestError: a file is missing, lacks its key column, or has a bad value
+            (the message names the file, line and column).
+    """
+    out = Annotations()
+    if labels is not None:
+        for line, row in _rows(labels, "study_instance_uid"):
+            if row["study_instance_uid"]:
+                out.studies[row["study_instance_uid"]] = _study_row(labels, line, row)
+    if clips is not None:
+        for line, row in _rows(clips, "sop_instance_uid"):
+            if row["sop_instance_uid"]:
+                out.clips[row["sop_instance_uid"]] = _clip_row(clips, line, row)
+    return out

@@ -1,0 +1,363 @@
+"""The ingest pipeline: source -> de-identify -> preprocess -> encrypted store -> catalog.
+
+Per study (one :class:`StudyBatch`):
+
+1. Read each instance's header and compute its pseudonymised study and clip ids;
+   when the catalog already holds the study with all those clips, skip it (re-ingest
+   is idempotent and costs one header read per file).
+2. For each new instance: decode (:func:`echoscreen.dicom.read_cine`), de-identify
+   header and pixels (:func:`echoscreen.deid.deidentify_instance`), preprocess the
+   CLEANED frames, and put both the de-identified DICOM and the clip tensor
+   (``np.save`` bytes) into the encrypted object store. Objects are written first,
+   atomically; a crash leaves at most unreferenced objects, never a row pointing to
+   a missing one.
+3. One catalog transaction adds the study, its clips, dataset membership and any
+   quarantine rows of this batch.
+
+An instance that cannot be read, decoded or cleaned is quarantined under a keyed
+hash of its origin (the origin itself may be identifying) with a fixed reason, and
+the run goes on. labels.csv/clips.csv are joined on the ORIGINAL UIDs; only the
+pseudonymised ids are stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import io
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from echoscreen.errors import CatalogError, EchoscreenError, StoreError
+from echoscreen.ingest.base import UNREADABLE_KEY, ClipSource, Instance, StudyBatch
+from echoscreen.ingest.labels import Annotations, StudyLabel, load_annotations
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+    from echoscreen.deid import Deidentifier
+    from echoscreen.dicom import PreprocessSpec
+    from echoscreen.store.site import Site
+
+log = logging.getLogger(__name__)
+
+#: called after each batch with (batches done, total batches or None)
+IngestProgress = Callable[[int, int | None], None]
+
+
+@dataclass
+class IngestReport:
+    """What one ingest run did.
+
+    Attributes:
+        ingested: studies added (or grown by new clips).
+        skipped: studies already in the catalog with all their clips.
+        quarantined: ``(reference, reason)`` per quarantined input; the reference is a
+            keyed hash of the input's origin, the reason a fixed phrase.
+        clips: clips stored.
+        seconds: wall time of the run.
+    """
+
+    ingested: int = 0
+    skipped: int = 0
+    quarantined: list[tuple[str, str]] = field(default_factory=list)
+    clips: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class _NewClip:
+    """A clip whose objects are stored, waiting for its catalog row."""
+
+    row: dict[str, Any]
+    header: Dataset
+    original_study: str
+
+
+def source_kind(source: ClipSource) -> str:
+    """``folder``, ``zip``, ``dicomweb`` or ``dimse`` (for the catalog), from the class."""
+    name = type(source).__name__.lower()
+    for kind in ("folder", "zip", "dicomweb"):
+        if kind in name:
+            return kind
+    return name.removesuffix("source")[:32] or "other"
+
+
+def quarantine_ref(secret: bytes, source: str, origin: str) -> str:
+    """A non-identifying, stable reference to an input: keyed hash of source and origin."""
+    msg = f"{source}\x00{origin}".encode()
+    return "q-" + hmac.new(secret, b"quarantine/v1\x00" + msg, hashlib.sha256).hexdigest()[:30]
+
+
+def _reason(exc: Exception) -> str:
+    """A quarantine reason: echoscreen's own messages (written to be safe), else the type."""
+    if isinstance(exc, EchoscreenError):
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"{type(exc).__name__}: {text}"[:400]
+    return f"unexpected {type(exc).__name__} while reading the file"
+
+
+def _header_years(age: str) -> float | None:
+    match = re.fullmatch(r"(\d{3})([DWMY])", age.strip().upper())
+    if match is None:
+        return None
+    per_year = {"D": 365.25, "W": 52.18, "M": 12.0, "Y": 1.0}[match.group(2)]
+    return round(int(match.group(1)) / per_year, 2)
+
+
+def _positive(value: Any, scale: float = 1.0) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number * scale if number > 0 else None
+
+
+def study_fields(header: Dataset, given: StudyLabel | None) -> dict[str, Any]:
+    """Label and demographics of a study: labels.csv first, the retained header otherwise."""
+    sex = str(header.get("PatientSex", "") or "").strip().upper()[:1] or None
+    from_header = {
+        "label": None,
+        "sex": sex if sex in ("M", "F", "O") else None,
+        "age_years": _header_years(str(header.get("PatientAge", "") or "")),
+        "weight_kg": _positive(header.get("PatientWeight")),
+        "height_cm": _positive(header.get("PatientSize"), 100.0),
+    }
+    if given is None:
+        return from_header
+    chosen = dataclasses.asdict(given)
+    return {k: chosen[k] if chosen[k] is not None else v for k, v in from_header.items()}
+
+
+class Ingestor:
+    """Ingests batches into one site; :func:`ingest` drives it over a source, and the
+    C-STORE listener calls :meth:`batch` for each study an association delivered.
+
+    Args:
+        site: the open site.
+        annotations: labels/clips rows keyed by original UID.
+        dataset: put every ingested study into this dataset (None: none).
+        spec: tensor shape to store.
+        kind: the source kind recorded in the catalog.
+        describe: the source's description (mixed into quarantine references).
+    """
+
+    def __init__(
+        self,
+        site: Site,
+        *,
+        annotations: Annotations,
+        dataset: str | None,
+        spec: PreprocessSpec,
+        kind: str,
+        describe: str,
+    ) -> None:
+        from echoscreen.deid import Deidentifier
+        from echoscreen.store.schema import IngestRun
+
+        self.site = site
+        self.deid: Deidentifier = Deidentifier(site.pseudonym_secret)
+        self.annotations = annotations
+        self.dataset = dataset
+        self.spec = spec
+        self.kind = kind
+        self.describe = describe
+        self.report = IngestReport()
+        self._start = time.perf_counter()
+        with site.catalog.session() as s:
+            run = IngestRun(source_kind=kind)
+            s.add(run)
+            s.flush()
+            self.run_id: int = run.id
+
+    # ---- per batch -----------------------------------------------------------------------
+
+    def batch(self, batch: StudyBatch) -> None:
+        """Ingest one batch (a study, or unreadable files); quarantines what fails."""
+        bad = [(inst, reason) for inst, reason in batch.unreadable]
+        if batch.key == UNREADABLE_KEY or not batch.instances:
+            self._commit(None, [], bad)
+            return
+        study_id = self.deid.pseudonym_uid(batch.key)
+        wanted = self._new_instances(study_id, batch, bad)
+        if wanted is None:
+            self.report.skipped += 1
+            self._commit(None, [], bad, member=study_id)
+            return
+        clips: list[_NewClip] = []
+        for inst in wanted:
+            try:
+                clips.append(self._prepare(inst))
+            except (CatalogError, StoreError):
+                raise
+            except Exception as exc:  # one bad file must not stop the run
+                bad.append((inst, _reason(exc)))
+        self._commit(batch.key, clips, bad)
+
+    def _new_instances(
+        self, study_id: str, batch: StudyBatch, bad: list[tuple[Instance, str]]
+    ) -> list[Instance] | None:
+        """Instances whose clip is not yet in the catalog; None when there are none."""
+        import pydicom
+        from sqlalchemy import select
+
+        from echoscreen.store.schema import Clip
+
+        by_clip: dict[str, Instance] = {}
+        for inst in batch.instances:
+            try:
+                ds = pydicom.dcmread(io.BytesIO(inst.data), stop_before_pixels=True)
+                clip_id = self.deid.pseudonym_uid(str(ds.SOPInstanceUID))
+            except Exception as exc:
+                bad.append((inst, f"DICOM header unusable ({type(exc).__name__})"))
+                continue
+            if clip_id in by_clip:
+                bad.append((inst, "duplicate SOPInstanceUID in the study (first copy kept)"))
+                continue
+            by_clip[clip_id] = inst
+        with self.site.catalog.session() as s:
+            have = set(s.scalars(select(Clip.id).where(Clip.study_id == study_id)))
+        new = [inst for cid, inst in by_clip.items() if cid not in have]
+        return new if new or not by_clip else None
+
+    def _prepare(self, inst: Instance) -> _NewClip:
+        """Decode, clean, preprocess and store one instance; return its catalog row."""
+        from echoscreen.deid import deidentify_instance
+        from echoscreen.dicom import load_dataset, preprocess, read_cine
+
+        ds = load_dataset(inst.data)
+        cine = read_cine(ds)
+        clean, frames = deidentify_instance(ds, cine.frames, self.deid)
+        tensor = preprocess(dataclasses.replace(cine, frames=frames), self.spec)
+        buf = io.BytesIO()
+        clean.save_as(buf, enforce_file_format=True)
+        dicom_oid = self.site.objects.put(buf.getvalue())
+        arr = io.BytesIO()
+        np.save(arr, np.ascontiguousarray(tensor.pixels), allow_pickle=False)
+        tensor_oid = self.site.objects.put(arr.getvalue())
+        given = self.annotations.clips.get(cine.sop_instance_uid)
+        row = {
+            "id": str(clean.SOPInstanceUID),
+            "view": given.view if given else None,
+            "doppler": given.doppler if given else None,
+            "findings": given.findings if given else None,
+            "n_frames": int(cine.total_frames),
+            "fps": float(cine.fps or tensor.fps),
+            "spacing_mm": tensor.spacing_mm,
+            "rows": int(frames.shape[1]),
+            "cols": int(frames.shape[2]),
+            "transfer_syntax": str(cine.transfer_syntax)[:64],
+            "dicom_object": dicom_oid,
+            "tensor_object": tensor_oid,
+            "tensor_shape": "x".join(str(d) for d in tensor.pixels.shape),
+        }
+        return _NewClip(row, clean, cine.study_instance_uid)
+
+    def _commit(
+        self,
+        key: str | None,
+        clips: list[_NewClip],
+        bad: list[tuple[Instance, str]],
+        *,
+        member: str | None = None,
+    ) -> None:
+        """One transaction: study, clips, dataset membership and quarantine rows."""
+        from sqlalchemy import select
+
+        from echoscreen.store.catalog import add_to_dataset
+        from echoscreen.store.schema import Clip, Quarantine, Study
+
+        refs = [(quarantine_ref(self.site.pseudonym_secret, self.describe, i.origin), why)
+                for i, why in bad]  # fmt: skip
+        with self.site.catalog.session() as s:
+            for ref, why in refs:  # an input quarantined again for the same reason: one row
+                seen = select(Quarantine.id).where(Quarantine.source_ref == ref,
+                                                   Quarantine.reason == why)  # fmt: skip
+                if s.scalar(seen.limit(1)) is None:
+                    s.add(Quarantine(run_id=self.run_id, source_ref=ref, reason=why))
+            if key is not None and clips:
+                first = clips[0].header
+                study_id = str(first.StudyInstanceUID)
+                study = s.get(Study, study_id)
+                if study is None:
+                    given = self.annotations.studies.get(key)
+                    study = Study(id=study_id, patient=str(first.PatientID), n_clips=0,
+                                  source_kind=self.kind, **study_fields(first, given))  # fmt: skip
+                    s.add(study)
+                    s.flush()
+                for clip in clips:
+                    s.add(Clip(study_id=study_id, **clip.row))
+                study.n_clips = (study.n_clips or 0) + len(clips)
+                member = study_id
+            if self.dataset and member is not None:
+                add_to_dataset(s, self.dataset, member)
+        self.report.quarantined.extend(refs)
+        if key is not None and clips:
+            self.report.ingested += 1
+            self.report.clips += len(clips)
+        for ref, why in refs:
+            log.info("quarantined %s: %s", ref, why)
+
+    def finish(self) -> IngestReport:
+        """Record the run's totals in the catalog and return the report."""
+        from echoscreen.store.schema import IngestRun, utcnow
+
+        self.report.seconds = time.perf_counter() - self._start
+        with self.site.catalog.session() as s:
+            run = s.get(IngestRun, self.run_id)
+            if run is not None:
+                run.finished = utcnow()
+                run.ingested = self.report.ingested
+                run.skipped = self.report.skipped
+                run.quarantined = len(self.report.quarantined)
+        return self.report
+
+
+def ingest(
+    source: ClipSource,
+    site: Site,
+    *,
+    labels: Path | None,
+    clips: Path | None,
+    dataset: str | None,
+    spec: PreprocessSpec,
+    progress: IngestProgress | None = None,
+) -> IngestReport:
+    """Ingest every study of ``source`` into ``site``.
+
+    Args:
+        source: where the studies come from (:func:`open_source`).
+        site: the open data site.
+        labels: optional labels.csv (study label and demographics by original study UID).
+        clips: optional clips.csv (view, Doppler, findings by original SOP instance UID).
+        dataset: put every ingested (or skipped) study into this dataset.
+        spec: shape of the stored clip tensors.
+        progress: called with (batches done, total or None) after each batch.
+
+    Returns:
+        The :class:`IngestReport`.
+
+    Raises:
+        IngestError: the source or the CSV files cannot be read.
+        CatalogError, StoreError: the site cannot be written (the run stops; what was
+            committed stays consistent).
+    """
+    annotations = load_annotations(labels, clips)
+    total = source.count_hint()
+    runner = Ingestor(site, annotations=annotations, dataset=dataset, spec=spec,
+                      kind=source_kind(source), describe=source.describe())  # fmt: skip
+    if progress is not None:
+        progress(0, total)
+    for done, batch in enumerate(source.studies(), start=1):
+        runner.batch(batch)
+        if progress is not None:
+            progress(done, total)
+    return runner.finish()
