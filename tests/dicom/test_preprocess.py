@@ -105,6 +105,10 @@ def test_sector_on_real_echo_without_usable_regions(pydicom_file: Callable[[str]
     cine = read_cine(pydicom_file("examples_ybr_color.dcm"))  # regions are for 640 x 480
     x0, y0, x1, y1 = imaging_box(cine)
     assert 60 <= x0 < 120 and 200 < x1 <= 280 and y0 < 60 and y1 > 180
+    # the same echo at 640 x 480: detection finds the sector inside the scanner's 2D region
+    big = read_cine(pydicom_file("color3d_jpeg_baseline.dcm"), frame_indices=range(0, 120, 8))
+    x0, y0, x1, y1 = detect_sector(big.frames)
+    assert 84 <= x0 <= 100 and 480 <= x1 <= 595 and 31 <= y0 <= 60 and 390 <= y1 <= 414
 
 
 def test_mono_becomes_three_equal_channels(pydicom_file: Callable[[str], Path]) -> None:

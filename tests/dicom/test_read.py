@@ -115,6 +115,7 @@ def test_long_jpeg_cine_frames_and_subset(pydicom_file: GetFile) -> None:
     assert cine.fps == pytest.approx(30.0, rel=1e-3)
     assert cine.modality == "US" and cine.photometric == "YBR_FULL_422"
     assert cine.pixel_spacing_mm == pytest.approx((0.5105, 0.5105), rel=1e-3)
+    np.testing.assert_array_equal(read_cine(path, threads=2).frames, cine.frames)
     picked = [119, 0, 60]
     part = read_cine(path, frame_indices=picked)
     np.testing.assert_array_equal(part.frames, cine.frames[picked])

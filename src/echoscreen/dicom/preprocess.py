@@ -104,15 +104,18 @@ def detect_sector(frames: np.ndarray) -> tuple[int, int, int, int]:
         (x0, y0, x1, y1), inclusive; the whole image when nothing is found.
     """
     t, h, w = frames.shape[:3]
-    step = max(1, min(h, w) // 128)
+    step = max(1, min(h, w) // 120)
     picks = np.unique(np.linspace(0, t - 1, num=min(t, 16)).round().astype(np.int64))
-    small = frames[picks, ::step, ::step]
-    gray = small.max(axis=-1)
+    small = np.ascontiguousarray(frames[picks, ::step, ::step])
+    if small.shape[-1] == 3:
+        gray = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in small])
+    else:
+        gray = small[..., 0]
     live = np.zeros(gray.shape[1:], bool)
-    if len(picks) > 1:
+    if len(picks) > 1:  # changes over time (even faint speckle in the dark flanks)
         live = gray.astype(np.float32).std(axis=0) > 2.0
     if live.mean() < 0.02:  # still image: grey (B-mode), non-black pixels; UI is coloured
-        chroma = (gray - small.min(axis=-1)).max(axis=0)
+        chroma = (small.max(axis=-1) - small.min(axis=-1)).max(axis=0)
         live = (gray.max(axis=0) > 10) & (chroma < 24)
     k = max(3, (min(gray.shape[1:]) // 40) | 1)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))

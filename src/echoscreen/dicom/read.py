@@ -110,6 +110,7 @@ def read_cine(
     max_frames: int = 10_000,
     max_pixels: int = 2_000_000_000,
     frame_indices: Sequence[int] | None = None,
+    threads: int = 1,
 ) -> Cine:
     """Read and decode a DICOM cine loop or image.
 
@@ -119,6 +120,8 @@ def read_cine(
         max_pixels: refuse files whose Rows x Columns x frames exceeds this.
         frame_indices: decode only these frames (file frame numbers, in the order given);
             None decodes all. ``Cine.frame_index`` records them.
+        threads: JPEG-baseline frames decoded in parallel by this many threads (libjpeg
+            releases the GIL). 1 by default: data loaders already run one clip per worker.
 
     Returns:
         The :class:`Cine`, frames (T, H, W, C) uint8.
@@ -133,7 +136,7 @@ def read_cine(
     indices = _indices(frame_indices, n)
     ts = UID(str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")))
     pi = str(ds.get("PhotometricInterpretation", "")).strip().upper()
-    frames = _fast_jpeg(ds, ts, pi, indices, n, (rows, cols, spp))
+    frames = _fast_jpeg(ds, ts, pi, indices, n, (rows, cols, spp), threads)
     if frames is None:
         frames = _generic(ds, pi, indices, n, (rows, cols, spp))
     return Cine(
@@ -278,7 +281,13 @@ def _without_pixels(ds: Dataset) -> Dataset:
 
 
 def _fast_jpeg(
-    ds: Dataset, ts: UID, pi: str, indices: list[int], n: int, shape: tuple[int, int, int]
+    ds: Dataset,
+    ts: UID,
+    pi: str,
+    indices: list[int],
+    n: int,
+    shape: tuple[int, int, int],
+    threads: int = 1,
 ) -> np.ndarray | None:
     """Decode JPEG-baseline frames with libjpeg via OpenCV; None when this route does not apply."""
     if ts != JPEGBaseline8Bit or int(ds.get("BitsAllocated", 8)) != 8:
@@ -286,7 +295,7 @@ def _fast_jpeg(
     import cv2
     from pydicom.encaps import generate_frames
 
-    rows, cols, spp = shape
+    spp = shape[2]
     try:
         encoded = list(generate_frames(ds.PixelData, number_of_frames=n))
     except Exception as exc:
@@ -305,8 +314,24 @@ def _fast_jpeg(
     flag = (cv2.IMREAD_GRAYSCALE if spp == 1 else rgb_flag or cv2.IMREAD_COLOR) | getattr(
         cv2, "IMREAD_IGNORE_ORIENTATION", 128
     )
+    return _imdecode_frames(encoded, indices, shape, (flag, rgb_flag is None), threads)
+
+
+def _imdecode_frames(
+    encoded: list[bytes],
+    indices: list[int],
+    shape: tuple[int, int, int],
+    how: tuple[int, bool],
+    threads: int,
+) -> np.ndarray:
+    """cv2.imdecode the chosen frames into (T, H, W, C); ``how`` = (flags, output is BGR)."""
+    import cv2
+
+    (rows, cols, spp), (flag, bgr) = shape, how
     out = np.empty((len(indices), rows, cols, spp), np.uint8)
-    for k, i in enumerate(indices):
+
+    def decode_into(k: int) -> None:
+        i = indices[k]
         img = cv2.imdecode(np.frombuffer(encoded[i], np.uint8), flag)
         if img is None or img.shape[:2] != (rows, cols):
             got = "nothing" if img is None else f"{img.shape[1]} x {img.shape[0]}"
@@ -314,9 +339,18 @@ def _fast_jpeg(
                 f"frame {i} is not a decodable {cols} x {rows} JPEG (decoder gave {got}); "
                 "the file is corrupt or truncated"
             )
-        if spp == 3 and rgb_flag is None:
+        if spp == 3 and bgr:
             img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
         out[k] = img.reshape(rows, cols, spp)
+
+    if threads > 1 and len(indices) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(decode_into, range(len(indices))))
+    else:
+        for k in range(len(indices)):
+            decode_into(k)
     return out
 
 
