@@ -1,0 +1,191 @@
+"""The ingest pipeline end to end on real files: folder, zip, Orthanc, storescu -> listen."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from tests.ingest.sitecheck import assert_consistent, distinct_studies
+from tests.ingest.usfiles import US_FILES
+from tests.pacs import Orthanc, free_port
+
+from echoscreen.dicom import PreprocessSpec
+from echoscreen.ingest import DicomWebSource, FolderSource, ZipSource
+from echoscreen.ingest.pipeline import ingest
+from echoscreen.store.schema import Clip, DatasetStudy, Quarantine, Study
+from echoscreen.store.site import Site
+
+SPEC = PreprocessSpec(size=64, frames=16)
+YBR = "examples_ybr_color.dcm"
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    with Site.init(tmp_path / "site") as s:
+        yield s
+
+
+@pytest.fixture
+def us_folder(tmp_path: Path, us_files: dict[str, Path]) -> Path:
+    """The real US files plus a text file that is not DICOM."""
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    for name, path in us_files.items():
+        shutil.copyfile(path, folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def _count(site: Site, table: type) -> int:
+    with site.catalog.session() as s:
+        return int(s.scalar(select(func.count()).select_from(table)) or 0)
+
+
+def _echoscreen(*args: str) -> list[str]:
+    return [sys.executable, "-m", "echoscreen", *args]
+
+
+def test_folder_ingest_joins_labels_quarantines_and_reingest_skips(
+    site: Site, us_folder: Path, tmp_path: Path
+) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        "study_instance_uid,patient_id,label,sex,age_years,weight_kg,height_cm\n"
+        f"{US_FILES[YBR]},SOMEONE,definite,F,12.5,38,\n"
+    )
+    clips = tmp_path / "clips.csv"
+    sop = "1.2.840.114340.3.8251017118051.3.20160503.121539.16117.4"
+    clips.write_text(f"sop_instance_uid,view,doppler,findings\n{sop},A4C,1,thick AML\n")
+    ticks: list[tuple[int, int | None]] = []
+    report = ingest(FolderSource(us_folder), site, labels=labels, clips=clips, dataset="pilot",
+                    spec=SPEC, progress=lambda d, t: ticks.append((d, t)))  # fmt: skip
+    # ybr, palette (+ its RLE twin: duplicate SOP), JPEG lossless in; US1 study has no regions
+    assert (report.ingested, report.skipped, report.clips) == (3, 0, 3)
+    reasons = sorted(reason.split(":")[0] for _, reason in report.quarantined)
+    assert reasons == [
+        "DeidError",
+        "DeidError",
+        "duplicate SOPInstanceUID in the study (first copy kept)",
+        "not a DICOM file (no 'DICM' marker after the preamble)",
+    ]
+    assert all(ref.startswith("q-") for ref, _ in report.quarantined)
+    assert ticks[-1] == (4 + 1, 4 + 1) == (len(ticks) - 1, ticks[0][1])
+    assert assert_consistent(site) == {"studies": 3, "clips": 3}
+    with site.catalog.session() as s:
+        labelled = s.scalars(select(Study).where(Study.label.is_not(None))).one()
+        assert (labelled.label, labelled.sex, labelled.age_years) == ("definite", "F", 12.5)
+        assert labelled.weight_kg == 38.0
+        clip = s.scalars(select(Clip).where(Clip.view.is_not(None))).one()
+        assert (clip.view, clip.doppler, clip.findings) == ("A4C", True, "thick AML")
+        assert clip.study_id == labelled.id and clip.tensor_shape == "3x16x64x64"
+        assert s.scalar(select(func.count()).select_from(DatasetStudy)) == 3
+    objects = sorted(site.objects.ids())
+    assert len(objects) == 6
+    quarantined = _count(site, Quarantine)
+
+    again = ingest(FolderSource(us_folder), site, labels=labels, clips=clips, dataset="pilot",
+                   spec=SPEC)  # fmt: skip
+    assert (again.ingested, again.skipped, again.clips) == (0, 3, 0)
+    assert sorted(site.objects.ids()) == objects
+    assert _count(site, Quarantine) == quarantined
+    assert assert_consistent(site) == {"studies": 3, "clips": 3}
+
+
+def test_zip_then_orthanc_give_the_same_pseudonymised_studies(
+    site: Site, us_files: dict[str, Path], tmp_path: Path, orthanc: Orthanc
+) -> None:
+    names = [YBR, "examples_palette.dcm", "JPGLosslessP14SV1_1s_1f_8b.dcm"]
+    archive = tmp_path / "studies.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name in names:
+            zf.write(us_files[name], f"export/{name}")
+    first = ingest(ZipSource(archive), site, labels=None, clips=None, dataset=None, spec=SPEC)
+    assert (first.ingested, first.clips, first.quarantined) == (3, 3, [])
+    orthanc.clear()
+    for name in names:
+        orthanc.upload(us_files[name])
+    web = DicomWebSource(orthanc.dicomweb_url)
+    second = ingest(web, site, labels=None, clips=None, dataset=None, spec=SPEC)
+    web.close()
+    assert (second.ingested, second.skipped) == (0, 3)  # same pseudonyms across sources
+    assert assert_consistent(site) == {"studies": 3, "clips": 3}
+
+
+def _wait_for(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_listen_ingests_studies_pushed_by_storescu(
+    site: Site, us_files: dict[str, Path], need_binary: Callable[[str], str]
+) -> None:
+    storescu, echoscu = need_binary("storescu"), need_binary("echoscu")
+    port = free_port()
+    proc = subprocess.Popen(
+        _echoscreen(
+            "listen",
+            "--site",
+            str(site.path),
+            "--port",
+            str(port),
+            "--size",
+            "64",
+            "--frames",
+            "16",
+            "--dataset",
+            "pushed",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        echo = [echoscu, "-aec", "ECHOSCREEN", "127.0.0.1", str(port)]
+        _wait_for(lambda: subprocess.run(echo, capture_output=True).returncode == 0, "listener")
+        # one association per file, each proposing that file's compressed syntax
+        for flag, name in (("-xy", YBR), ("-xs", "JPGLosslessP14SV1_1s_1f_8b.dcm")):
+            push = subprocess.run(
+                [storescu, flag, "-aec", "ECHOSCREEN", "127.0.0.1", str(port), str(us_files[name])],
+                capture_output=True,
+                text=True,
+            )
+            assert push.returncode == 0, push.stderr
+        _wait_for(lambda: _count(site, Study) == 2, "two studies in the catalog")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert "study received: 1 ingested (1 clips)" in output
+    assert assert_consistent(site) == {"studies": 2, "clips": 2}
+
+
+def test_kill_mid_ingest_leaves_catalog_and_store_consistent(
+    site: Site, us_files: dict[str, Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "many"
+    distinct_studies(us_files[YBR], folder, 12)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = _echoscreen("ingest", str(folder), "--site", str(site.path), "--size", "64",
+                      "--frames", "16")  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        _wait_for(lambda: _count(site, Study) >= 1 or proc.poll() is not None, "first study")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    at_kill = assert_consistent(site)
+    assert 1 <= at_kill["studies"] <= 12
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert assert_consistent(site) == {"studies": 12, "clips": 12}
