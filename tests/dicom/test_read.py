@@ -176,3 +176,12 @@ def test_frame_rate_sources(
 ) -> None:
     cine = read_cine(make_us(np.zeros((4, 8, 8, 3), np.uint8), **elements))
     assert cine.fps == (pytest.approx(fps, rel=1e-3) if fps else None)
+
+
+def test_in_memory_dataset_without_file_meta(make_us: Callable[..., pydicom.Dataset]) -> None:
+    """A dataset from a network peer may lack file meta: native pixels are read as implicit LE."""
+    frames = np.arange(2 * 4 * 6, dtype=np.uint8).reshape(2, 4, 6)
+    ds = make_us(frames)
+    del ds.file_meta
+    np.testing.assert_array_equal(read_cine(ds).frames[..., 0], frames)
+    assert not hasattr(ds, "file_meta"), "the caller's dataset is left as it was"

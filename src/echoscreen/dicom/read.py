@@ -15,6 +15,7 @@ Every failure surfaces as :class:`~echoscreen.errors.NotDicomError` or
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import warnings
@@ -158,7 +159,7 @@ def read_cine(
 def load_dataset(source: Source) -> Dataset:
     """Parse ``source`` into a dataset, or raise :class:`NotDicomError` saying why."""
     if isinstance(source, Dataset):
-        return source
+        return _with_syntax(source)
     name = str(source) if isinstance(source, str | Path) else "input"
     if isinstance(source, str | Path):
         path = Path(source)
@@ -182,6 +183,29 @@ def load_dataset(source: Source) -> Dataset:
             f"{name} is not DICOM (no 'DICM' prefix and no parsable dataset); "
             "expected a DICOM Part 10 file"
         ) from None
+
+
+def _with_syntax(ds: Dataset) -> Dataset:
+    """A dataset given in memory without file meta (e.g. from a network peer) gets one.
+
+    Native pixel data is taken as Implicit VR Little Endian (DICOM's default transfer
+    syntax); encapsulated pixel data cannot be decoded without knowing its syntax.
+    """
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return ds
+    pixels = ds.get("PixelData")
+    if isinstance(pixels, bytes) and pixels[:4] == b"\xfe\xff\x00\xe0":
+        raise DicomDecodeError(
+            "the dataset has encapsulated pixel data but no transfer syntax; set "
+            "ds.file_meta.TransferSyntaxUID to the syntax it was received in"
+        )
+    from pydicom.dataset import FileMetaDataset
+
+    out = copy.copy(ds)  # new attributes only; the elements stay shared
+    out.file_meta = FileMetaDataset(meta) if meta is not None else FileMetaDataset()
+    out.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2")
+    return out
 
 
 def _read_forced(data: bytes) -> Dataset | None:
