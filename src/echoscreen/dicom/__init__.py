@@ -5,6 +5,7 @@ scanners send to (T, H, W, C) uint8; ``preprocess`` turns a cine into a model-re
 (3, T, S, S) uint8 clip; ``inspect_file`` reports on a file without raising.
 """
 
+from echoscreen.dicom.header import frame_rate, load_dataset
 from echoscreen.dicom.inspect import InspectRow, inspect_file, iter_files
 from echoscreen.dicom.preprocess import (
     ClipTensor,
@@ -15,7 +16,7 @@ from echoscreen.dicom.preprocess import (
     preprocess,
     sample_indices,
 )
-from echoscreen.dicom.read import Cine, frame_rate, load_dataset, read_cine
+from echoscreen.dicom.read import Cine, read_cine
 from echoscreen.dicom.regions import UltrasoundRegion, parse_regions
 
 __all__ = [

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from echoscreen.dicom.read import Cine, Source, check_image, frame_rate, load_dataset, read_cine
+from echoscreen.dicom.header import Source, check_image, frame_rate, load_dataset
+from echoscreen.dicom.read import Cine, read_cine
 from echoscreen.dicom.regions import union_box, usable_2d
 from echoscreen.errors import PreprocessError
 
