@@ -189,3 +189,23 @@ def test_kill_mid_ingest_leaves_catalog_and_store_consistent(
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert assert_consistent(site) == {"studies": 12, "clips": 12}
+
+
+def test_phantom_cohort_ingests_with_its_labels_and_views(site: Site, tmp_path: Path) -> None:
+    from echoscreen.synth import CohortConfig, generate_cohort
+
+    cohort = tmp_path / "cohort"
+    made = generate_cohort(cohort, CohortConfig(studies=3, frames=16, size=(64, 64), workers=1))
+    report = ingest(FolderSource(cohort), site, labels=cohort / "labels.csv",
+                    clips=cohort / "clips.csv", dataset="phantom", spec=SPEC)  # fmt: skip
+    assert (report.ingested, report.clips) == (made.studies, made.clips)
+    # the two CSV files in the folder are not DICOM: quarantined, the run carried on
+    assert len(report.quarantined) == 2
+    summary = site.summary()
+    assert summary["labels"] == made.per_label
+    assert summary["views"] == {view: n for view, n in made.per_view.items() if n}
+    with site.catalog.session() as s:
+        doppler = s.scalar(select(func.count()).select_from(Clip).where(Clip.doppler.is_(True)))
+        assert doppler == made.doppler_clips
+        assert all(st.sex in ("M", "F") and st.age_years for st in s.scalars(select(Study)))
+    assert assert_consistent(site) == {"studies": made.studies, "clips": made.clips}

@@ -8,7 +8,8 @@ values, never the keys. Columns:
   empty), and optionally ``sex``, ``age_years``, ``weight_kg``, ``height_cm``.
   ``patient_id`` and any other column are ignored (identifying, not stored).
 - ``clips.csv``: ``sop_instance_uid``, and optionally ``view``, ``doppler``
-  (1/0/true/false/yes/no) and ``findings`` or ``finding_*`` columns (stored as JSON).
+  (1/0/true/false/yes/no), ``findings``, and ``finding_*``/``*_cm``/``*_mm`` columns
+  (stored together as JSON). Other columns (paths, ids) are ignored.
 """
 
 from __future__ import annotations
@@ -92,12 +93,17 @@ def _study_row(path: Path, line: int, row: dict[str, str]) -> StudyLabel:
     )
 
 
+def _is_finding_column(name: str) -> bool:
+    """``finding_*`` columns and measurements (``*_cm``, ``*_mm``, e.g. ``mr_jet_cm``)."""
+    return name.startswith("finding_") or name.endswith(("_cm", "_mm"))
+
+
 def _clip_row(path: Path, line: int, row: dict[str, str]) -> ClipLabel:
     doppler_text = row.get("doppler", "").lower()
     if doppler_text and doppler_text not in _TRUE | _FALSE:
         raise IngestError(f"{path} line {line}: doppler {row['doppler']!r} is not 1/0/true/false")
     doppler = None if not doppler_text else doppler_text in _TRUE
-    extra = {k: v for k, v in row.items() if k.startswith("finding_") and v}
+    extra = {k: v for k, v in row.items() if v and _is_finding_column(k)}
     findings = row.get("findings") or None
     if extra:
         if findings:
