@@ -251,7 +251,10 @@ def listen_command(
 def main() -> None:
     """Console-script entry point: run the app, turning echoscreen errors into clean exits."""
     try:
-        app(standalone_mode=False)
+        # Outside standalone mode click returns (not raises) the code of a typer.Exit.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except EchoscreenError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(exc.exit_code)
@@ -264,5 +267,9 @@ def main() -> None:
         console.print("[yellow]aborted[/]")
         sys.exit(1)
     except typer.TyperException as exc:  # usage errors (bad option values) in non-standalone mode
-        exc.show()
+        show = getattr(exc, "show", None)  # typer's bundled click exceptions render usage + hint
+        if callable(show):
+            show()
+        else:
+            console.print(f"[bold red]error:[/] {exc.format_message()}", highlight=False)
         sys.exit(exc.exit_code)

@@ -76,7 +76,7 @@ def read_back(cohort: Path, spec: PreprocessSpec, console: Console) -> Table:
     clips: Counter[str] = Counter()
     doppler: Counter[str] = Counter()
     frames: dict[str, list[int]] = defaultdict(list)
-    seconds: Counter[str] = Counter()
+    seconds: dict[str, float] = defaultdict(float)
     with _progress(console) as bar:
         task = bar.add_task("read + preprocess", total=len(rows))
         for row in rows:
