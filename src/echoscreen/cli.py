@@ -59,6 +59,69 @@ def demo(
 
 # ---- synth (phantom) ----------------------------------------------------------------------
 
+
+def _parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    rows, sep, cols = text.lower().partition("x")
+    if not sep or not rows.strip().isdigit() or not cols.strip().isdigit():
+        from echoscreen.errors import ConfigError
+
+        raise ConfigError(f"--size must look like ROWSxCOLS, e.g. 64x64, got {text!r}")
+    return int(rows), int(cols)
+
+
+@app.command()
+def synth(
+    out_dir: Path = typer.Argument(..., help="Empty (or new) folder for the cohort."),
+    studies: int = typer.Option(..., "--studies", help="Number of studies (one patient each)."),
+    seed: int = typer.Option(0, "--seed", help="Seed; the same seed gives identical files."),
+    prevalence: str | None = typer.Option(
+        None, "--prevalence", help="e.g. normal=.6,borderline=.2,definite=.2 (default .5/.25/.25)"
+    ),
+    frames: int = typer.Option(32, "--frames", help="Frames per clip."),
+    size: str | None = typer.Option(None, "--size", help="ROWSxCOLS for every clip, e.g. 64x64."),
+    transfer_syntax: str = typer.Option(
+        "jpeg-baseline", "--transfer-syntax", help="jpeg-baseline, explicit-le or rle."
+    ),
+    masks: bool = typer.Option(False, "--masks", help="Also write jet/leaflet masks (.npz)."),
+    workers: int = typer.Option(0, "--workers", help="Processes (0 = one per CPU core)."),
+) -> None:
+    """Generate a phantom cohort of echo studies (DICOM cine) with labels.csv and clips.csv."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.table import Table
+
+    from echoscreen.synth import DEFAULT_PREVALENCE, CohortConfig, generate_cohort
+    from echoscreen.synth import parse_prevalence as _prev
+
+    cfg = CohortConfig(
+        studies=studies,
+        seed=seed,
+        prevalence=_prev(prevalence) if prevalence is not None else dict(DEFAULT_PREVALENCE),
+        frames=frames,
+        size=_parse_size(size),
+        transfer_syntax=transfer_syntax,
+        masks=masks,
+        workers=workers,
+    )
+    cfg.validate()
+    columns = (BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress("[bold]synth[/]", *columns, console=console, transient=True) as bar:
+        task = bar.add_task("studies", total=studies)
+        summary = generate_cohort(out_dir, cfg, lambda done, _n: bar.update(task, completed=done))
+    table = Table(title=f"phantom cohort in {summary.out}")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for label, n in sorted(summary.per_label.items()):
+        table.add_row(f"studies {label}", str(n))
+    for view, n in summary.per_view.items():
+        table.add_row(f"clips {view}", str(n))
+    table.add_row("clips with colour Doppler", str(summary.doppler_clips))
+    table.add_row("clips in all", str(summary.clips))
+    table.add_row("seconds", f"{summary.seconds:.1f}")
+    out.print(table)
+
+
 # ---- dicom --------------------------------------------------------------------------------
 
 

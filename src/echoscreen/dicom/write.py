@@ -125,6 +125,4 @@ def set_pixel_data(ds: Dataset, frames: np.ndarray, transfer_syntax: str) -> Non
     else:
         ds.PhotometricInterpretation = "RGB" if colour else "MONOCHROME2"
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.compress(
-            RLELossless, frames, encoding_plugin="pylibjpeg", generate_instance_uid=False
-        )
+        ds.compress(RLELossless, frames, encoding_plugin="pylibjpeg", generate_instance_uid=False)
