@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from pydicom.uid import UID
 
@@ -13,7 +13,15 @@ from echoscreen.dicom.read import read_cine
 from echoscreen.errors import EchoscreenError
 
 #: suffixes skipped when walking folders (side files of a cohort, never DICOM)
-SIDE_FILE_SUFFIXES = frozenset({".csv", ".json", ".txt", ".md", ".png", ".jpg", ".html", ".log"})
+#: files that sit beside DICOM in a folder (a cohort's CSVs and masks, reports) and are not read
+SIDE_FILE_SUFFIXES = frozenset(
+    {".csv", ".json", ".md", ".npz", ".npy", ".png", ".jpg", ".html", ".log"}
+)
+
+
+def is_side_file(name: str) -> bool:
+    """True for a hidden file or a known side file (:data:`SIDE_FILE_SUFFIXES`), by name."""
+    return name.startswith(".") or PurePath(name).suffix.lower() in SIDE_FILE_SUFFIXES
 
 
 @dataclass
@@ -87,9 +95,7 @@ def iter_files(paths: Iterable[Path]) -> Iterator[Path]:
         if path.is_dir():
             for child in sorted(path.rglob("*")):
                 rel = child.relative_to(path)
-                hidden = any(p.startswith(".") for p in rel.parts)
-                side = child.suffix.lower() in SIDE_FILE_SUFFIXES
-                if child.is_file() and not hidden and not side:
+                if child.is_file() and not any(is_side_file(part) for part in rel.parts):
                     yield child
         else:
             yield path

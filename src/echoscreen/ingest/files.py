@@ -3,7 +3,7 @@
 Both first index the headers of every file (StudyInstanceUID only, pixel data
 never read), then read one study's files at a time, so memory holds one study.
 File names do not matter: DICOM files with or without ``.dcm`` are found, and a
-DICOMDIR is skipped.
+DICOMDIR, hidden files and known side files (a cohort's CSVs and masks) are skipped.
 
 A zip comes from outside, so it is checked before anything is read: the number
 of members and their total uncompressed size are bounded (zip bombs), member
@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from echoscreen.dicom.inspect import is_side_file
 from echoscreen.errors import IngestError
 from echoscreen.ingest.base import (
     HOUSEKEEPING_NAMES,
@@ -84,7 +85,7 @@ class FolderSource:
         for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames.sort()
             for name in sorted(filenames):
-                if name not in HOUSEKEEPING_NAMES:
+                if name not in HOUSEKEEPING_NAMES and not is_side_file(name):
                     yield Path(dirpath) / name
 
     def _origin(self, path: Path) -> str:
@@ -225,7 +226,8 @@ class ZipSource:
             return False
         if stat.S_ISLNK(info.external_attr >> 16):
             return False
-        return PurePosixPath(info.filename).name not in HOUSEKEEPING_NAMES
+        name = PurePosixPath(info.filename).name
+        return name not in HOUSEKEEPING_NAMES and not is_side_file(name)
 
     def index(self) -> _Index:
         """Read the header of every member once (cached)."""
