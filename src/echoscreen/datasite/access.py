@@ -1,0 +1,178 @@
+"""Who may read what: grants (tenant -> dataset) and the catalog queries the server makes.
+
+Access is per dataset. Every query here is scoped by the tenant, so a dataset or
+clip the tenant holds no grant for is indistinguishable from one that does not
+exist (the server answers 404 for both).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from echoscreen.datasite.audit import AuditLog, Event
+from echoscreen.datasite.pki import check_tenant
+from echoscreen.datasite.schema import Grant, IssuedCert, Tenant, ensure_tables
+from echoscreen.errors import DatasiteError
+from echoscreen.store.schema import SPLITS, Clip, Dataset, DatasetStudy, Study
+from echoscreen.store.site import Site
+
+#: clip ids are pseudonymised UIDs: digits, letters, dots, '-' and '_'
+CLIP_ID_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
+DATASET_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z ._-]{0,127}$")
+
+
+def valid_clip_id(cid: object) -> bool:
+    """Whether ``cid`` has the shape of a clip id (no ``..``, slashes or control chars)."""
+    return isinstance(cid, str) and bool(CLIP_ID_RE.match(cid)) and ".." not in cid
+
+
+def valid_dataset_name(name: object) -> bool:
+    """Whether ``name`` may name a dataset on the wire (no ``..``, slashes or control chars)."""
+    return isinstance(name, str) and bool(DATASET_RE.match(name)) and ".." not in name
+
+
+def grant(site: Site, tenant: str, dataset: str) -> bool:
+    """Let ``tenant`` read ``dataset``; returns False when it already could.
+
+    Raises:
+        DatasiteError: bad tenant name, unknown tenant or unknown dataset.
+    """
+    check_tenant(tenant)
+    ensure_tables(site.catalog)
+    with site.catalog.session() as s:
+        if s.get(Tenant, tenant) is None:
+            raise DatasiteError(f"no tenant {tenant!r}: issue it an identity with `pki issue`")
+        ds = s.scalar(select(Dataset).where(Dataset.name == dataset))
+        if ds is None:
+            raise DatasiteError(f"no dataset {dataset!r}: `site ls` lists the datasets")
+        exists = s.scalar(select(Grant).where(Grant.tenant == tenant, Grant.dataset_id == ds.id))
+        if exists is None:
+            s.add(Grant(tenant=tenant, dataset_id=ds.id))
+    AuditLog(site).append(Event("site-admin", "grant", True, target=f"{tenant} {dataset}",
+                                detail=None if exists is None else "already granted"))  # fmt: skip
+    return exists is None
+
+
+def revoke_grant(site: Site, tenant: str, dataset: str) -> bool:
+    """Withdraw ``tenant``'s access to ``dataset``; returns False when it had none."""
+    check_tenant(tenant)
+    ensure_tables(site.catalog)
+    with site.catalog.session() as s:
+        rows = s.scalars(
+            select(Grant).join(Dataset, Dataset.id == Grant.dataset_id)
+            .where(Grant.tenant == tenant, Dataset.name == dataset)
+        ).all()  # fmt: skip
+        for g in rows:
+            s.delete(g)
+    AuditLog(site).append(Event("site-admin", "revoke-grant", True, target=f"{tenant} {dataset}",
+                                detail=None if rows else "had no grant"))  # fmt: skip
+    return bool(rows)
+
+
+def grants(site: Site) -> list[tuple[str, str]]:
+    """Every ``(tenant, dataset)`` grant, sorted."""
+    ensure_tables(site.catalog)
+    with site.catalog.session() as s:
+        rows = s.execute(
+            select(Grant.tenant, Dataset.name).join(Dataset, Dataset.id == Grant.dataset_id)
+            .order_by(Grant.tenant, Dataset.name)
+        ).all()  # fmt: skip
+    return [(t, d) for t, d in rows]
+
+
+# -- queries the server makes, each scoped by tenant ---------------------------------------
+
+
+@dataclass(frozen=True)
+class CertStatus:
+    """What the catalog says about a presented client certificate."""
+
+    known: bool
+    tenant: str | None
+    revoked: bool
+
+
+def cert_status(s: Session, serial: str) -> CertStatus:
+    """Look up an issued certificate by serial (hex)."""
+    row = s.get(IssuedCert, serial)
+    if row is None:
+        return CertStatus(False, None, False)
+    return CertStatus(True, row.tenant, row.revoked_at is not None)
+
+
+def _granted(tenant: str) -> Any:
+    return select(Grant.dataset_id).where(Grant.tenant == tenant)
+
+
+def visible_datasets(s: Session, tenant: str) -> list[dict[str, Any]]:
+    """The tenant's datasets with studies and clips per split (key ``"unsplit"``: none)."""
+    rows = s.execute(
+        select(Dataset.name, DatasetStudy.split, func.count(func.distinct(Study.id)),
+               func.count(Clip.id))
+        .join(DatasetStudy, DatasetStudy.dataset_id == Dataset.id)
+        .join(Study, Study.id == DatasetStudy.study_id)
+        .outerjoin(Clip, Clip.study_id == Study.id)
+        .where(Dataset.id.in_(_granted(tenant)))
+        .group_by(Dataset.name, DatasetStudy.split)
+    ).all()  # fmt: skip
+    names = s.scalars(
+        select(Dataset.name).where(Dataset.id.in_(_granted(tenant))).order_by(Dataset.name)
+    ).all()
+    out: dict[str, dict[str, Any]] = {n: {"name": n, "splits": {}} for n in names}
+    for name, split, n_studies, n_clips in rows:
+        out[name]["splits"][split or "unsplit"] = {"studies": n_studies, "clips": n_clips}
+    return list(out.values())
+
+
+def dataset_clips(s: Session, tenant: str, dataset: str, split: str | None) -> list[dict[str, Any]]:
+    """Clips of a granted dataset (optionally one split), with labels and metadata.
+
+    Raises:
+        LookupError: no such dataset among the tenant's grants.
+        ValueError: ``split`` is not train/val/test/unsplit.
+    """
+    ds_id = s.scalar(
+        select(Dataset.id).where(Dataset.name == dataset, Dataset.id.in_(_granted(tenant)))
+    )
+    if ds_id is None:
+        raise LookupError(dataset)
+    q = (
+        select(Clip, Study, DatasetStudy.split)
+        .join(Study, Study.id == Clip.study_id)
+        .join(DatasetStudy, DatasetStudy.study_id == Study.id)
+        .where(DatasetStudy.dataset_id == ds_id)
+        .order_by(Study.id, Clip.id)
+    )
+    if split is not None:
+        if split not in (*SPLITS, "unsplit"):
+            raise ValueError(split)
+        q = q.where(DatasetStudy.split.is_(None) if split == "unsplit" else
+                    DatasetStudy.split == split)  # fmt: skip
+    return [_clip_meta(c, st, sp) for c, st, sp in s.execute(q).all()]
+
+
+def _clip_meta(c: Clip, st: Study, split: str | None) -> dict[str, Any]:
+    return {
+        "id": c.id, "study": c.study_id, "split": split, "label": st.label,
+        "view": c.view, "doppler": c.doppler, "n_frames": c.n_frames, "fps": c.fps,
+        "shape": [int(d) for d in c.tensor_shape.split("x")],
+        "sex": st.sex, "age_years": st.age_years,
+    }  # fmt: skip
+
+
+def granted_objects(s: Session, tenant: str, ids: list[str]) -> dict[str, tuple[str, str]]:
+    """``clip id -> (tensor object id, tensor shape)`` for the ids the tenant may read.
+
+    Ids not returned are unknown or outside the tenant's grants (the caller cannot tell).
+    """
+    rows = s.execute(
+        select(Clip.id, Clip.tensor_object, Clip.tensor_shape)
+        .join(DatasetStudy, DatasetStudy.study_id == Clip.study_id)
+        .where(Clip.id.in_(ids), DatasetStudy.dataset_id.in_(_granted(tenant)))
+    ).all()  # fmt: skip
+    return {cid: (oid, shape) for cid, oid, shape in rows}

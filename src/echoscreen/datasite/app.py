@@ -1,0 +1,204 @@
+"""The data server's HTTP API (FastAPI), behind :class:`~.guard.GuardMiddleware`.
+
+Routes (all JSON unless said otherwise; see ``docs/datasite.md``):
+
+``GET  /v1/session``                      who the server thinks you are, and its limits
+``GET  /v1/datasets``                     the datasets granted to you, clips per split
+``GET  /v1/datasets/{name}/splits``       studies and clips per split of one dataset
+``GET  /v1/datasets/{name}/clips?split=`` clip ids, study ids, labels, view, Doppler, shape
+``GET  /v1/clips/{id}``                   one clip tensor, ``application/x-npy``
+``POST /v1/clips:batch``                  ``{"ids": [...]}`` -> many tensors (:mod:`.wire`)
+
+Statuses: 400 malformed id/body, 403 identity refused, 404 not found *or not
+granted* (indistinguishable on purpose), 413 batch or body too large, 429 rate
+limit (``Retry-After``), 409 a stored object failed its integrity check (no pixels
+are sent), 503 the catalog is unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, NoReturn
+
+from fastapi import FastAPI, HTTPException, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from echoscreen.datasite import access
+from echoscreen.datasite.attest import AttestationVerifier, CertificateOnly, PeerIdentity
+from echoscreen.datasite.audit import AuditLog
+from echoscreen.datasite.guard import GuardMiddleware
+from echoscreen.datasite.limits import Limits, RateLimiter
+from echoscreen.datasite.wire import BATCH_TYPE, NPY_TYPE, WireError, encode_batch, npy_array
+from echoscreen.errors import CatalogError, IntegrityError, StoreError
+from echoscreen.store.site import Site
+
+API_VERSION = 1
+
+
+class _Server:
+    """The state routes share: site, limits, rate limiter."""
+
+    def __init__(self, site: Site, limits: Limits) -> None:
+        self.site, self.limits = site, limits
+        self.rate = RateLimiter(limits)
+
+    def charge(self, request: Request, cost: int) -> None:
+        wait = self.rate.take(identity(request).tenant, cost)
+        if wait > 0:
+            deny(request, 429, f"rate limit: {self.limits.rate:g} clips/s per tenant",
+                 {"Retry-After": str(max(1, math.ceil(wait)))})  # fmt: skip
+
+    def read_clips(self, request: Request, ids: list[str]) -> list[tuple[str, bytes]]:
+        """Decrypt the granted clips ``ids`` (all or nothing), after the checks passed."""
+        tenant = identity(request).tenant
+        with self.site.catalog.session() as s:
+            found = access.granted_objects(s, tenant, ids)
+        missing = [c for c in ids if c not in found]
+        if missing:
+            deny(request, 404, f"no clip {missing[0]!r} in the datasets granted to you")
+        self.charge(request, len(ids))
+        out = []
+        for cid in ids:
+            oid, shape = found[cid]
+            try:
+                data = self.site.objects.get(oid)
+                npy_array(data, tuple(int(d) for d in shape.split("x")))
+            except (IntegrityError, WireError) as exc:
+                deny(request, 409, f"clip {cid}: stored object failed its integrity check "
+                     f"({exc}); the site operator should run `site verify`")  # fmt: skip
+            except StoreError as exc:
+                deny(request, 409, f"clip {cid}: stored object unavailable ({exc})")
+            out.append((cid, data))
+        return out
+
+
+def identity(request: Request) -> PeerIdentity:
+    """The authenticated peer the guard put into the request state."""
+    ident = request.scope.get("state", {}).get("identity")
+    if not isinstance(ident, PeerIdentity):  # the guard always sets it; never serve without
+        raise HTTPException(403, "no authenticated identity")
+    return ident
+
+
+def deny(request: Request, status: int, reason: str,
+         headers: dict[str, str] | None = None) -> NoReturn:  # fmt: skip
+    """Refuse with ``status``; the reason goes to the client and the audit log."""
+    request.scope.setdefault("state", {})["audit_detail"] = reason
+    raise HTTPException(status, reason, headers=headers)
+
+
+def _target(request: Request, what: str) -> None:
+    request.scope.setdefault("state", {})["audit_target"] = what[:2000]
+
+
+def _check_dataset(request: Request, name: str) -> None:
+    _target(request, f"dataset {name[:128]}")
+    if not access.valid_dataset_name(name):
+        deny(request, 400, "malformed dataset name")
+
+
+def create_app(site: Site, *, limits: Limits | None = None,
+               verifier: AttestationVerifier | None = None,
+               audit: AuditLog | None = None) -> Any:  # fmt: skip
+    """The ASGI application of the data server for an open site.
+
+    Args:
+        site: the data site (its catalog, objects and keys).
+        limits: batch and rate bounds (default :class:`Limits`).
+        verifier: key-release decision (default :class:`CertificateOnly`).
+        audit: the audit log (default: the site's).
+
+    Returns:
+        an ASGI app: the routes wrapped in :class:`GuardMiddleware`.
+    """
+    srv = _Server(site, limits or Limits())
+    api = FastAPI(title="echoscreen data server", docs_url=None, redoc_url=None,
+                  openapi_url=None)  # fmt: skip
+    _routes(api, srv)
+
+    @api.exception_handler(CatalogError)
+    async def _catalog_down(request: Request, exc: CatalogError) -> Response:
+        request.scope.setdefault("state", {})["audit_detail"] = f"catalog unavailable: {exc}"
+        body = json.dumps({"detail": "the site catalog is unavailable; retry later"})
+        return Response(body, 503, media_type="application/json")
+
+    return GuardMiddleware(api, site.catalog, verifier or CertificateOnly(),
+                           audit or AuditLog(site))  # fmt: skip
+
+
+def _routes(api: FastAPI, srv: _Server) -> None:
+    cat = srv.site.catalog
+
+    @api.get("/v1/session")
+    def session(request: Request) -> dict[str, Any]:
+        ident = identity(request)
+        lim = srv.limits
+        return {"api": API_VERSION, "tenant": ident.tenant, "serial": ident.serial,
+                "limits": {"max_batch": lim.max_batch, "rate": lim.rate, "burst": lim.burst}}
+
+    @api.get("/v1/datasets")
+    def datasets(request: Request) -> dict[str, Any]:
+        srv.charge(request, 1)
+        with cat.session() as s:
+            return {"datasets": access.visible_datasets(s, identity(request).tenant)}
+
+    @api.get("/v1/datasets/{name}/splits")
+    def splits(name: str, request: Request) -> dict[str, Any]:
+        _check_dataset(request, name)
+        srv.charge(request, 1)
+        with cat.session() as s:
+            mine = {d["name"]: d for d in access.visible_datasets(s, identity(request).tenant)}
+        if name not in mine:
+            deny(request, 404, f"no dataset {name!r} among those granted to you")
+        return mine[name]
+
+    @api.get("/v1/datasets/{name}/clips")
+    def clips(name: str, request: Request, split: str | None = None) -> dict[str, Any]:
+        _check_dataset(request, name)
+        srv.charge(request, 1)
+        try:
+            with cat.session() as s:
+                rows = access.dataset_clips(s, identity(request).tenant, name, split)
+        except LookupError:
+            deny(request, 404, f"no dataset {name!r} among those granted to you")
+        except ValueError:
+            deny(request, 400, "split must be train, val, test or unsplit")
+        return {"name": name, "split": split, "clips": rows}
+
+    @api.get("/v1/clips/{cid}")
+    def clip(cid: str, request: Request) -> Response:
+        _target(request, f"clip {cid[:128]}")
+        if not access.valid_clip_id(cid):
+            deny(request, 400, "malformed clip id")
+        ((_, data),) = srv.read_clips(request, [cid])
+        return Response(data, media_type=NPY_TYPE)
+
+    @api.post("/v1/clips:batch")
+    async def batch(request: Request) -> Response:
+        ids = await _batch_ids(request, srv.limits)
+        _target(request, f"{len(ids)} clips: " + ",".join(ids))
+        if any(not access.valid_clip_id(c) for c in ids):
+            deny(request, 400, "malformed clip id in ids")
+        items = await run_in_threadpool(srv.read_clips, request, ids)
+        return Response(encode_batch(items), media_type=BATCH_TYPE)
+
+
+async def _batch_ids(request: Request, limits: Limits) -> list[str]:
+    """The ``ids`` of a batch body, bounded in bytes and count."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limits.max_body:
+            deny(request, 413, f"request body over {limits.max_body} bytes")
+    try:
+        ids = json.loads(bytes(body))["ids"]
+    except (ValueError, KeyError, TypeError):
+        deny(request, 400, 'body must be JSON {"ids": [clip id, ...]}')
+    if not isinstance(ids, list) or not ids or not all(isinstance(c, str) for c in ids):
+        deny(request, 400, '"ids" must be a non-empty list of clip ids')
+    if len(ids) > limits.max_batch:
+        deny(request, 413, f"batch of {len(ids)} ids is over the limit of {limits.max_batch}")
+    if len(set(ids)) != len(ids):
+        deny(request, 400, "duplicate clip ids in one batch")
+    return list(ids)

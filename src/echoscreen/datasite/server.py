@@ -1,0 +1,114 @@
+"""Run the data server: uvicorn with mutual TLS, the peer-certificate protocol and the app.
+
+:func:`serve` blocks (the CLI's ``datasite serve``); :func:`running` starts the
+server in a background thread of this process and yields its base URL (tests,
+benchmark, demo).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from echoscreen.datasite.attest import AttestationVerifier
+from echoscreen.datasite.audit import AuditLog, Event
+from echoscreen.datasite.limits import Limits
+from echoscreen.errors import DatasiteError
+from echoscreen.store.site import Site
+
+
+@dataclass
+class ServerConfig:
+    """Settings of one data server process.
+
+    Attributes:
+        site: the site folder (``pki init`` must have been run).
+        host: address to listen on.
+        port: TCP port (0: pick a free one, see :func:`running`).
+        limits: batch and rate bounds.
+        log_level: uvicorn's log level.
+    """
+
+    site: Path
+    host: str = "127.0.0.1"
+    port: int = 8443
+    limits: Limits = field(default_factory=Limits)
+    log_level: str = "warning"
+
+
+def build(cfg: ServerConfig, site: Site, verifier: AttestationVerifier | None = None) -> Any:
+    """A configured (not yet started) ``uvicorn.Server`` for an open site.
+
+    Raises:
+        DatasiteError: the site has no PKI.
+    """
+    import uvicorn
+
+    from echoscreen.datasite.app import create_app
+    from echoscreen.datasite.pki import require_pki
+    from echoscreen.datasite.tls import PeerCertH11Protocol, server_context
+
+    paths = require_pki(site.path)
+    audit = AuditLog(site)
+
+    def refused(reason: str) -> None:
+        audit.append(Event("unauthenticated", "tls-handshake", False, detail=reason))
+
+    ctx = server_context(paths, refused)
+    app = create_app(site, limits=cfg.limits, verifier=verifier, audit=audit)
+    config = uvicorn.Config(
+        app, host=cfg.host, port=cfg.port, http=PeerCertH11Protocol, lifespan="off",
+        ssl_context_factory=lambda _cfg, _default: ctx, log_level=cfg.log_level,
+        access_log=False, timeout_keep_alive=30,
+    )  # fmt: skip
+    return uvicorn.Server(config)
+
+
+def serve(cfg: ServerConfig, verifier: AttestationVerifier | None = None) -> None:
+    """Serve until interrupted (SIGINT/SIGTERM)."""
+    with Site.open(cfg.site) as site:
+        server = build(cfg, site, verifier)
+        server.run()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running(cfg: ServerConfig, verifier: AttestationVerifier | None = None,
+            timeout_s: float = 20.0) -> Iterator[str]:  # fmt: skip
+    """Run the server in a background thread; yield ``https://host:port``.
+
+    ``cfg.port == 0`` picks a free port. The server stops when the block ends.
+
+    Raises:
+        DatasiteError: it did not start within ``timeout_s``.
+    """
+    if cfg.port == 0:
+        cfg = ServerConfig(cfg.site, cfg.host, free_port(cfg.host), cfg.limits, cfg.log_level)
+    site = Site.open(cfg.site)
+    server = build(cfg, site, verifier)
+    thread = threading.Thread(target=server.run, name="datasite-server", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise DatasiteError(f"the data server did not start on {cfg.host}:{cfg.port}")
+            time.sleep(0.02)
+        host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+        yield f"https://{host}:{cfg.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        site.close()

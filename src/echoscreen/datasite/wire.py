@@ -1,0 +1,107 @@
+"""Wire formats of the data server's binary answers (pure numpy; the client uses them too).
+
+One clip (``GET /v1/clips/{id}``, ``Content-Type: application/x-npy``): the clip
+tensor as an ``.npy`` file (format 1.0), ``uint8``, C order, shape ``(3, T, S, S)``
+(channels, frames, height, width). ``numpy.load(io.BytesIO(body))`` reads it.
+
+Many clips (``POST /v1/clips:batch``, ``Content-Type: application/x-echoscreen-clips``):
+records back to back, in the order the ids were asked for::
+
+    record := u32 big-endian H | H bytes of UTF-8 JSON {"id": str, "nbytes": N} | N bytes .npy
+
+There is no outer header; the body ends after the last record.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections.abc import Iterable
+
+import numpy as np
+
+NPY_TYPE = "application/x-npy"
+BATCH_TYPE = "application/x-echoscreen-clips"
+_LEN = struct.Struct(">I")
+_MAX_HEADER = 4096
+
+
+class WireError(ValueError):
+    """A body does not follow the documented framing or is not a uint8 clip tensor."""
+
+
+def npy_header(buf: bytes | memoryview) -> tuple[tuple[int, ...], int]:
+    """Parse an ``.npy`` header: ``(shape, offset of the data)``.
+
+    Raises:
+        WireError: not an ``.npy`` 1.0/2.0 buffer of C-ordered ``uint8``.
+    """
+    f = io.BytesIO(bytes(buf[:_MAX_HEADER]))
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise WireError(f"unsupported .npy version {version}")
+    except (ValueError, OSError) as exc:
+        raise WireError(f"not an .npy buffer ({exc})") from exc
+    if fortran or dtype != np.uint8:
+        raise WireError(f"expected C-ordered uint8, got {dtype} fortran={fortran}")
+    return tuple(int(d) for d in shape), f.tell()
+
+
+def npy_array(buf: bytes | memoryview, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """The uint8 array in an ``.npy`` buffer (a read-only view, no copy).
+
+    Args:
+        buf: the ``.npy`` bytes.
+        shape: the shape the caller expects; a different one is an error.
+
+    Raises:
+        WireError: malformed, wrong dtype, wrong size or unexpected shape.
+    """
+    got, offset = npy_header(buf)
+    if shape is not None and tuple(shape) != got:
+        raise WireError(f"clip shape {got} differs from the catalog's {tuple(shape)}")
+    n = int(np.prod(got)) if got else 1
+    if len(buf) - offset != n:
+        raise WireError(f".npy data is {len(buf) - offset} bytes, its header says {n}")
+    return np.frombuffer(buf, dtype=np.uint8, count=n, offset=offset).reshape(got)
+
+
+def encode_batch(items: Iterable[tuple[str, bytes]]) -> bytes:
+    """Frame ``(clip id, .npy bytes)`` pairs as one batch body."""
+    parts: list[bytes] = []
+    for cid, data in items:
+        head = json.dumps({"id": cid, "nbytes": len(data)}, separators=(",", ":")).encode()
+        parts += [_LEN.pack(len(head)), head, data]
+    return b"".join(parts)
+
+
+def decode_batch(body: bytes) -> list[tuple[str, memoryview]]:
+    """Split a batch body into ``(clip id, .npy bytes)`` pairs (views into ``body``).
+
+    Raises:
+        WireError: the framing is broken or truncated.
+    """
+    view, pos, out = memoryview(body), 0, []
+    while pos < len(view):
+        if pos + 4 > len(view):
+            raise WireError("truncated record length")
+        (hlen,) = _LEN.unpack_from(view, pos)
+        if hlen > _MAX_HEADER or pos + 4 + hlen > len(view):
+            raise WireError("record header too long or truncated")
+        try:
+            head = json.loads(bytes(view[pos + 4 : pos + 4 + hlen]))
+            cid, n = str(head["id"]), int(head["nbytes"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise WireError(f"malformed record header ({exc})") from exc
+        start = pos + 4 + hlen
+        if n < 0 or start + n > len(view):
+            raise WireError(f"record of clip {cid} is truncated")
+        out.append((cid, view[start : start + n]))
+        pos = start + n
+    return out
