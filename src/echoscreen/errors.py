@@ -53,3 +53,7 @@ class CatalogError(EchoscreenError):
 
 class IngestError(EchoscreenError):
     """A source cannot be read or ingested."""
+
+
+class DatasiteError(EchoscreenError):
+    """The data server, its PKI, grants or audit log, or a remote read cannot proceed."""
