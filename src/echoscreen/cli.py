@@ -258,6 +258,62 @@ def site_split(
     out.print(f"split {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
+@site_app.command("grant")
+def site_grant(
+    tenant: str = typer.Argument(..., help="Tenant name (from `pki issue`)."),
+    dataset: str = typer.Argument(..., help="Dataset the tenant may read."),
+    site: Path = SITE_OPTION,
+) -> None:
+    """Let TENANT read DATASET through the data server."""
+    from echoscreen.datasite.access import grant
+    from echoscreen.store.site import Site
+
+    with Site.open(site) as s:
+        new = grant(s, tenant, dataset)
+    out.print(f"{tenant} may read {dataset}" + ("" if new else " (already could)"))
+
+
+@site_app.command("revoke-grant")
+def site_revoke_grant(
+    tenant: str = typer.Argument(..., help="Tenant name."),
+    dataset: str = typer.Argument(..., help="Dataset to withdraw."),
+    site: Path = SITE_OPTION,
+) -> None:
+    """Withdraw TENANT's access to DATASET (takes effect on the next request)."""
+    from echoscreen.datasite.access import revoke_grant
+    from echoscreen.store.site import Site
+
+    with Site.open(site) as s:
+        had = revoke_grant(s, tenant, dataset)
+    out.print(f"{tenant} may no longer read {dataset}" + ("" if had else " (had no grant)"))
+
+
+@site_app.command("audit")
+def site_audit(
+    site: Path = SITE_OPTION,
+    verify: bool = typer.Option(False, "--verify", help="Check the hash chain; exit 1 if broken."),
+    last: int = typer.Option(50, "--last", help="Show the newest N records (0: all)."),
+) -> None:
+    """Show the data server's audit log; with --verify, detect any tampering."""
+    from echoscreen.datasite.audit import AuditLog
+    from echoscreen.datasite.report import audit_table, problems_table
+    from echoscreen.errors import DatasiteError
+    from echoscreen.store.site import Site
+
+    with Site.open(site) as s:
+        log = AuditLog(s)
+        out.print(audit_table(log.records(last or None)))
+        problems = log.verify() if verify else []
+    if problems:
+        out.print(problems_table(problems))
+        raise DatasiteError(
+            f"the audit log fails verification at {len(problems)} point(s): it was altered; "
+            "keep the site read-only and compare with a backup"
+        )
+    if verify:
+        out.print("[green]audit chain intact: every record matches its hash and the head[/]")
+
+
 # ---- ingest -------------------------------------------------------------------------------
 
 
@@ -309,6 +365,93 @@ def listen_command(
         report = listen(s, port=port, aet=aet, host=host, dataset=dataset, spec=spec, say=out.print)
     for table in report_tables(report, f"DICOM listener {aet}@{host}:{port}"):
         out.print(table)
+
+# ---- datasite -----------------------------------------------------------------------------
+
+pki_app = typer.Typer(help="The site's certificate authority and tenant identities.",
+                      no_args_is_help=True)  # fmt: skip
+app.add_typer(pki_app, name="pki")
+datasite_app = typer.Typer(help="Serve clips to compute sites over mTLS; list them remotely.",
+                           no_args_is_help=True)  # fmt: skip
+app.add_typer(datasite_app, name="datasite")
+
+
+@pki_app.command("init")
+def pki_init(
+    site: Path = SITE_OPTION,
+    san: list[str] = typer.Option([], "--san", help="Extra host name or IP of the server."),
+) -> None:
+    """Create the site CA and the data server's certificate (SITE/pki)."""
+    from echoscreen.datasite.pki import init_pki
+
+    paths = init_pki(site, san)
+    out.print(f"created CA {paths.ca_cert} and server certificate {paths.server_cert}")
+
+
+@pki_app.command("issue")
+def pki_issue(
+    tenant: str = typer.Argument(..., help="Tenant name: 1-64 of a-z 0-9 - _."),
+    site: Path = SITE_OPTION,
+    out_dir: Path = typer.Option(..., "--out", help="Folder for client.crt, client.key, ca.crt."),
+) -> None:
+    """Issue a client identity (certificate + key bundle) for TENANT."""
+    from echoscreen.datasite.pki import issue
+    from echoscreen.store.site import Site
+
+    with Site.open(site) as s:
+        ident = issue(s, tenant, out_dir)
+    out.print(f"issued {tenant} serial {ident.serial} (valid to {ident.not_after:%Y-%m-%d}) "
+              f"in {ident.folder}")  # fmt: skip
+
+
+@pki_app.command("revoke")
+def pki_revoke(
+    tenant: str = typer.Argument(..., help="Tenant whose certificates are revoked."),
+    site: Path = SITE_OPTION,
+) -> None:
+    """Revoke every certificate of TENANT (the server checks on every request)."""
+    from echoscreen.datasite.pki import revoke
+    from echoscreen.store.site import Site
+
+    with Site.open(site) as s:
+        serials = revoke(s, tenant)
+    out.print(f"revoked {len(serials)} certificate(s) of {tenant}: {', '.join(serials) or '-'}")
+
+
+@datasite_app.command("serve")
+def datasite_serve(
+    site: Path = SITE_OPTION,
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    port: int = typer.Option(8443, "--port", help="TCP port."),
+    max_batch: int = typer.Option(64, "--max-batch", help="Most clips per batch request."),
+    rate: float = typer.Option(2000.0, "--rate", help="Clips per second per tenant."),
+) -> None:
+    """Serve the site's clips over HTTPS with client certificates (Ctrl-C stops)."""
+    from echoscreen.datasite.limits import Limits
+    from echoscreen.datasite.pki import require_pki
+    from echoscreen.datasite.server import ServerConfig, serve
+
+    require_pki(site)
+    limits = Limits(max_batch=max_batch, rate=rate, burst=max(rate * 2, max_batch))
+    console.print(f"data server on https://{host}:{port} (site {site})")
+    serve(ServerConfig(site, host, port, limits, "warning"))
+
+
+@datasite_app.command("ls")
+def datasite_ls(
+    url: str = typer.Option(..., "--url", help="https://HOST:PORT of the data server."),
+    identity: Path = typer.Option(..., "--identity", help="Folder written by `pki issue`."),
+) -> None:
+    """List the datasets, splits and clip counts this identity may read."""
+    from echoscreen.data.remote import RemoteSite
+    from echoscreen.datasite.report import datasets_table
+
+    remote = RemoteSite(url, identity)
+    try:
+        who = remote.session()
+        out.print(datasets_table(remote.datasets(), f"readable by {who['tenant']} at {url}"))
+    finally:
+        remote.close()
 
 
 def main() -> None:

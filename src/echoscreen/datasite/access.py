@@ -109,36 +109,47 @@ def _granted(tenant: str) -> Any:
     return select(Grant.dataset_id).where(Grant.tenant == tenant)
 
 
-def visible_datasets(s: Session, tenant: str) -> list[dict[str, Any]]:
-    """The tenant's datasets with studies and clips per split (key ``"unsplit"``: none)."""
+def visible_datasets(s: Session, tenant: str | None) -> list[dict[str, Any]]:
+    """The tenant's datasets with studies and clips per split (key ``"unsplit"``: none).
+
+    ``tenant=None`` lists every dataset (only for reads at the site itself).
+    """
+    mine = Dataset.id.in_(_granted(tenant)) if tenant is not None else Dataset.id.is_not(None)
     rows = s.execute(
         select(Dataset.name, DatasetStudy.split, func.count(func.distinct(Study.id)),
                func.count(Clip.id))
         .join(DatasetStudy, DatasetStudy.dataset_id == Dataset.id)
         .join(Study, Study.id == DatasetStudy.study_id)
         .outerjoin(Clip, Clip.study_id == Study.id)
-        .where(Dataset.id.in_(_granted(tenant)))
+        .where(mine)
         .group_by(Dataset.name, DatasetStudy.split)
     ).all()  # fmt: skip
-    names = s.scalars(
-        select(Dataset.name).where(Dataset.id.in_(_granted(tenant))).order_by(Dataset.name)
-    ).all()
+    names = s.scalars(select(Dataset.name).where(mine).order_by(Dataset.name)).all()
     out: dict[str, dict[str, Any]] = {n: {"name": n, "splits": {}} for n in names}
     for name, split, n_studies, n_clips in rows:
         out[name]["splits"][split or "unsplit"] = {"studies": n_studies, "clips": n_clips}
     return list(out.values())
 
 
-def dataset_clips(s: Session, tenant: str, dataset: str, split: str | None) -> list[dict[str, Any]]:
+def dataset_clips(
+    s: Session, tenant: str | None, dataset: str, split: str | None
+) -> list[dict[str, Any]]:
     """Clips of a granted dataset (optionally one split), with labels and metadata.
+
+    Args:
+        s: catalog session.
+        tenant: whose grants apply; ``None`` only for reads at the site itself.
+        dataset: dataset name.
+        split: ``train``/``val``/``test``/``unsplit`` or ``None`` for all.
 
     Raises:
         LookupError: no such dataset among the tenant's grants.
         ValueError: ``split`` is not train/val/test/unsplit.
     """
-    ds_id = s.scalar(
-        select(Dataset.id).where(Dataset.name == dataset, Dataset.id.in_(_granted(tenant)))
-    )
+    q_ds = select(Dataset.id).where(Dataset.name == dataset)
+    if tenant is not None:
+        q_ds = q_ds.where(Dataset.id.in_(_granted(tenant)))
+    ds_id = s.scalar(q_ds)
     if ds_id is None:
         raise LookupError(dataset)
     q = (

@@ -1,0 +1,169 @@
+"""Clips from a remote data server over mutual TLS (the compute-site side of the API).
+
+:class:`RemoteSite` keeps one ``httpx.Client`` with a connection pool (keep-alive,
+TLS 1.3, the identity bundle's certificate, only the bundle's CA trusted). It is
+safe to call from several threads at once; :class:`~echoscreen.data.ClipDataset`
+does so to prefetch. Responses are parsed in memory: nothing is written to disk.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import numpy as np
+
+from echoscreen.data.sources import ClipInfo
+from echoscreen.datasite.wire import BATCH_TYPE, WireError, decode_batch, npy_array
+from echoscreen.errors import DatasiteError
+
+IDENTITY_FILES = ("client.crt", "client.key", "ca.crt")
+
+
+def _detail(resp: httpx.Response) -> str:
+    try:
+        return str(resp.json().get("detail", resp.text))[:300]
+    except (ValueError, AttributeError):
+        return resp.text[:300]
+
+
+class RemoteSite:
+    """A data server reached at ``url`` with the identity bundle in ``identity``.
+
+    Args:
+        url: ``https://host:port`` of ``echoscreen datasite serve``.
+        identity: folder from ``echoscreen pki issue`` (``client.crt``, ``client.key``,
+            ``ca.crt``).
+        connections: size of the connection pool.
+        timeout_s: per-request timeout.
+        retries: how often a 429 (rate limit) is retried, waiting ``Retry-After``.
+
+    Raises:
+        DatasiteError: the identity folder is incomplete.
+    """
+
+    def __init__(self, url: str, identity: Path, *, connections: int = 8,
+                 timeout_s: float = 60.0, retries: int = 5) -> None:  # fmt: skip
+        self.url = url.rstrip("/")
+        if not self.url.startswith("https://"):
+            raise DatasiteError(f"{url!r}: the data server is reached over https:// only")
+        self.identity = Path(identity)
+        missing = [f for f in IDENTITY_FILES if not (self.identity / f).is_file()]
+        if missing:
+            raise DatasiteError(
+                f"{self.identity} lacks {', '.join(missing)}: pass the folder that "
+                "`echoscreen pki issue TENANT --out DIR` wrote"
+            )
+        self.connections, self.timeout_s, self.retries = connections, timeout_s, retries
+        self._client: httpx.Client | None = None
+        self._session: dict[str, Any] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.update(_client=None)  # each process opens its own pool
+        return state
+
+    @property
+    def client(self) -> httpx.Client:
+        """The pooled HTTPS client (created on first use)."""
+        if self._client is None:
+            from echoscreen.datasite.tls import client_context
+
+            i = self.identity
+            ctx = client_context(str(i / "ca.crt"), str(i / "client.crt"), str(i / "client.key"))
+            limits = httpx.Limits(max_connections=self.connections,
+                                  max_keepalive_connections=self.connections)  # fmt: skip
+            self._client = httpx.Client(base_url=self.url, verify=ctx, limits=limits,
+                                        timeout=self.timeout_s)  # fmt: skip
+        return self._client
+
+    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """Send a request; retry 429s; turn failures into :class:`DatasiteError`.
+
+        Raises:
+            DatasiteError: TLS or connection failure, or a 4xx/5xx answer (with its reason).
+        """
+        for attempt in range(self.retries + 1):
+            try:
+                resp = self.client.request(method, path, **kw)
+            except httpx.TransportError as exc:
+                raise DatasiteError(
+                    f"cannot talk to the data server at {self.url} ({exc.__class__.__name__}: "
+                    f"{exc}); check the URL, and that the identity in {self.identity} is "
+                    "issued by this site and not revoked"
+                ) from exc
+            if resp.status_code == 429 and attempt < self.retries:
+                time.sleep(min(30.0, float(resp.headers.get("retry-after", "1"))))
+                continue
+            if resp.status_code >= 400:
+                raise DatasiteError(
+                    f"data server refused {method} {path} ({resp.status_code}): {_detail(resp)}"
+                )
+            return resp
+        raise AssertionError("unreachable")
+
+    def session(self) -> dict[str, Any]:
+        """``GET /v1/session``: tenant, certificate serial and the server's limits."""
+        if self._session is None:
+            self._session = dict(self.request("GET", "/v1/session").json())
+        return self._session
+
+    @property
+    def max_batch(self) -> int:
+        """Most ids the server accepts in one batch."""
+        return int(self.session()["limits"]["max_batch"])
+
+    def datasets(self) -> list[dict[str, Any]]:
+        """The datasets granted to this identity, with studies and clips per split."""
+        return list(self.request("GET", "/v1/datasets").json()["datasets"])
+
+    def clips(self, dataset: str, split: str | None) -> list[ClipInfo]:
+        """The clips of ``dataset`` (one split, or all with ``None``)."""
+        params = {"split": split} if split is not None else {}
+        path = f"/v1/datasets/{quote(dataset, safe='')}/clips"
+        body = self.request("GET", path, params=params).json()
+        return [ClipInfo.from_json(c) for c in body["clips"]]
+
+    def fetch(self, ids: Sequence[str]) -> list[np.ndarray]:
+        """Fetch the tensors of ``ids`` in batches of at most :attr:`max_batch`.
+
+        Returns:
+            read-only ``uint8`` arrays ``(3, T, S, S)`` in the order of ``ids``.
+
+        Raises:
+            DatasiteError: refused, or the answer is malformed or incomplete.
+        """
+        out: list[np.ndarray] = []
+        step = self.max_batch
+        for i in range(0, len(ids), step):
+            chunk = list(ids[i : i + step])
+            resp = self.request("POST", "/v1/clips:batch", content=json.dumps({"ids": chunk}),
+                                headers={"content-type": "application/json"})  # fmt: skip
+            out.extend(self._parse(resp, chunk))
+        return out
+
+    @staticmethod
+    def _parse(resp: httpx.Response, ids: list[str]) -> list[np.ndarray]:
+        if not resp.headers.get("content-type", "").startswith(BATCH_TYPE):
+            raise DatasiteError(f"unexpected answer type {resp.headers.get('content-type')!r}")
+        try:
+            items = decode_batch(resp.content)
+            if [cid for cid, _ in items] != ids:
+                raise WireError("the answer's clip ids differ from those asked for")
+            arrays = [np.array(npy_array(buf)) for _, buf in items]  # own the memory
+        except WireError as exc:
+            raise DatasiteError(f"malformed answer from the data server: {exc}") from exc
+        for a in arrays:
+            a.flags.writeable = False
+        return arrays
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
