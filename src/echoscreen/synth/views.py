@@ -233,7 +233,7 @@ def scene_subcostal(st: CardiacState, m: Morphology) -> Scene:
         Ellipse(-1.0, 2.6, 6.0, 3.6, 0.36),
         Capsule(-3.0, 3.0, -1.0, 5.5, 0.35, 0.02),
     ]
-    return liver + transform_prims(heart, 62.0, 2.5, 2.0), []
+    return liver + transform_prims(heart, 38.0, 2.2, 2.6), []
 
 
 def scene_suprasternal(st: CardiacState, m: Morphology) -> Scene:
