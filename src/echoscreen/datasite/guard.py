@@ -9,7 +9,9 @@ For each HTTP request it
 3. passes the request on with ``scope["state"]["identity"]`` set, counting the
    response status and body bytes;
 4. appends one audit record: who, action (method and path), target and reason the
-   route left in ``scope["state"]``, status, bytes, allowed (status < 400).
+   route left in ``scope["state"]``, status, bytes, allowed (status < 400). It is
+   committed *before* the last body chunk is sent, so no response completes
+   unaudited (if the log cannot be written, the response is cut short).
 """
 
 from __future__ import annotations
@@ -108,29 +110,36 @@ class GuardMiddleware:
             ident = await run_in_threadpool(self._authenticate, scope)
         except Denied as d:
             body = json.dumps({"detail": d.reason}).encode()
-            await _send_json(send, d.status, body)
             await run_in_threadpool(self.audit.append, Event(
-                d.who, action, False,
-                d.status, d.serial, _client(scope), detail=d.reason, nbytes=len(body)))  # fmt: skip
+                d.who, action, False, d.status, d.serial, _client(scope), detail=d.reason,
+                nbytes=len(body)))  # fmt: skip
+            await _send_json(send, d.status, body)
             return
         state["identity"] = ident
-        sent = {"status": 0, "bytes": 0}
+        sent = {"status": 0, "bytes": 0, "audited": False}
 
-        async def counting_send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                sent["status"] = int(message["status"])
-            elif message["type"] == "http.response.body":
-                sent["bytes"] += len(message.get("body", b""))
-            await send(message)
-
-        try:
-            await self.app(scope, receive, counting_send)
-        finally:
+        async def record() -> None:
+            sent["audited"] = True
             status = sent["status"] or 500
             await run_in_threadpool(self.audit.append, Event(
                 ident.tenant, action, status < 400, status, ident.serial, ident.client,
                 target=state.get("audit_target"), nbytes=sent["bytes"],
                 detail=state.get("audit_detail")))  # fmt: skip
+
+        async def audited_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                sent["status"] = int(message["status"])
+            elif message["type"] == "http.response.body":
+                sent["bytes"] += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    await record()  # the record is committed before the response completes
+            await send(message)
+
+        try:
+            await self.app(scope, receive, audited_send)
+        finally:
+            if not sent["audited"]:
+                await record()
 
 
 async def _send_json(send: Any, status: int, body: bytes) -> None:

@@ -1,0 +1,97 @@
+"""The audit log: append-only hash chain; any edit, deletion or reordering is detected."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete, select, update
+from tests.datasite.cli import fails, ok
+
+from echoscreen.datasite.audit import AuditLog, Event
+from echoscreen.datasite.schema import AuditRecord
+from echoscreen.store.site import Site
+
+
+@pytest.fixture
+def site_with_log(tmp_path: Path) -> Iterator[tuple[Site, AuditLog]]:
+    site = Site.init(tmp_path / "site")
+    log = AuditLog(site)
+    for i in range(6):
+        log.append(Event("alice", f"GET /v1/clips/1.2.{i}", i % 3 != 0, 200 if i % 3 else 404,
+                         serial="ab12", client="127.0.0.1:5000", target=f"clip 1.2.{i}",
+                         nbytes=196736 if i % 3 else 0))  # fmt: skip
+    yield site, log
+    site.close()
+
+
+def _edit(site: Site) -> None:
+    with site.catalog.session() as s:
+        s.execute(update(AuditRecord).where(AuditRecord.seq == 3).values(nbytes=1))
+
+
+def _allow(site: Site) -> None:
+    with site.catalog.session() as s:
+        s.execute(update(AuditRecord).where(AuditRecord.seq == 4).values(allowed=True))
+
+
+def _delete_middle(site: Site) -> None:
+    with site.catalog.session() as s:
+        s.execute(delete(AuditRecord).where(AuditRecord.seq == 2))
+
+
+def _delete_last(site: Site) -> None:
+    with site.catalog.session() as s:
+        s.execute(delete(AuditRecord).where(AuditRecord.seq == 6))
+
+
+def _reorder(site: Site) -> None:
+    with site.catalog.session() as s:  # swap records 2 and 5 (via a free number)
+        s.execute(update(AuditRecord).where(AuditRecord.seq == 2).values(seq=100))
+        s.execute(update(AuditRecord).where(AuditRecord.seq == 5).values(seq=2))
+        s.execute(update(AuditRecord).where(AuditRecord.seq == 100).values(seq=5))
+
+
+def _rehash_without_key(site: Site) -> None:
+    """Edit a record and recompute every SHA-256 after it: still caught (keyed hash)."""
+    import hashlib
+
+    with site.catalog.session() as s:
+        recs = list(s.scalars(select(AuditRecord).order_by(AuditRecord.seq)))
+        recs[2].who = "nobody"
+        prev = recs[1].hash
+        for r in recs[2:]:
+            r.prev_hash = prev
+            r.hash = hashlib.sha256(f"{r.seq}{r.who}{prev}".encode()).hexdigest()
+            prev = r.hash
+
+
+@pytest.mark.parametrize("tamper", [_edit, _allow, _delete_middle, _delete_last, _reorder,
+                                    _rehash_without_key])  # fmt: skip
+def test_tampering_is_detected(site_with_log: tuple[Site, AuditLog],
+                               tamper: Callable[[Site], None]) -> None:  # fmt: skip
+    site, log = site_with_log
+    assert log.verify() == []
+    tamper(site)
+    problems = log.verify()
+    assert problems, tamper.__name__
+
+
+def test_chain_links_each_record_to_the_previous(site_with_log: tuple[Site, AuditLog]) -> None:
+    _, log = site_with_log
+    recs = log.records()
+    assert [r.seq for r in recs] == [1, 2, 3, 4, 5, 6]
+    assert recs[0].prev_hash == "0" * 64
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(recs))
+    assert [r.seq for r in log.records(2)] == [5, 6]
+
+
+def test_site_audit_cli_detects_tampering(site_with_log: tuple[Site, AuditLog]) -> None:
+    site, _ = site_with_log
+    text = ok("site", "audit", "--site", str(site.path), "--verify")
+    assert "intact" in text and "GET /v1/clips/1.2.5" in text
+    _edit(site)
+    out = fails("site", "audit", "--site", str(site.path), "--verify", match="altered")
+    assert "does not match its hash" in out

@@ -1,0 +1,77 @@
+"""`echoscreen pki ...`, `site grant/revoke-grant`, `datasite serve` through the console entry."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from cryptography import x509
+from tests.datasite.cli import fails, ok
+from tests.datasite.sitefix import SHAPE, populate
+
+from echoscreen.datasite.access import grants
+from echoscreen.datasite.server import free_port
+from echoscreen.datasite.tls import client_context
+from echoscreen.store.site import Site
+
+
+def _mode(p: Path) -> int:
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+def test_pki_and_grants_end_to_end(tmp_path: Path) -> None:
+    import numpy as np
+
+    site = tmp_path / "site"
+    ok("site", "init", str(site))
+    with Site.open(site) as s:
+        populate(s, "cohort", "1.2.9", 2, 1, np.random.default_rng(0))
+    fails("datasite", "serve", "--site", str(site), "--port", "1", match="pki init")
+    fails("pki", "issue", "alice", "--site", str(site), "--out", str(tmp_path / "a"),
+          match="pki init")  # fmt: skip
+    ok("pki", "init", "--site", str(site), "--san", "data.hospital.example")
+    fails("pki", "init", "--site", str(site), match="never overwritten")
+    assert _mode(site / "pki" / "ca.key") == 0o600 and _mode(site / "pki" / "server.key") == 0o600
+    srv = x509.load_pem_x509_certificate((site / "pki" / "server.crt").read_bytes())
+    sans = srv.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "data.hospital.example" in sans.get_values_for_type(x509.DNSName)
+    fails("pki", "issue", "Alice/..", "--site", str(site), "--out", str(tmp_path / "x"),
+          match="invalid tenant name")  # fmt: skip
+    ok("pki", "issue", "alice", "--site", str(site), "--out", str(tmp_path / "a"))
+    assert _mode(tmp_path / "a" / "client.key") == 0o600
+    cert = x509.load_pem_x509_certificate((tmp_path / "a" / "client.crt").read_bytes())
+    assert cert.subject.rfc4514_string() == "CN=alice"
+    fails("site", "grant", "alice", "nope", "--site", str(site), match="no dataset")
+    fails("site", "grant", "zed", "cohort", "--site", str(site), match="no tenant")
+    ok("site", "grant", "alice", "cohort", "--site", str(site))
+    with Site.open(site) as s:
+        assert grants(s) == [("alice", "cohort")]
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "echoscreen", "datasite", "serve", "--site",
+                             str(site), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        a = tmp_path / "a"
+        ctx = client_context(str(a / "ca.crt"), str(a / "client.crt"), str(a / "client.key"))
+        with httpx.Client(base_url=f"https://localhost:{port}", verify=ctx) as c:
+            for _ in range(100):
+                try:
+                    r = c.get("/v1/datasets/cohort/clips")
+                    break
+                except httpx.ConnectError:
+                    time.sleep(0.1)
+            assert [x["shape"] for x in r.json()["clips"]] == [list(SHAPE)] * 2
+            ok("site", "revoke-grant", "alice", "cohort", "--site", str(site))
+            assert c.get("/v1/datasets/cohort/clips").status_code == 404
+            ok("pki", "revoke", "alice", "--site", str(site))
+            assert c.get("/v1/datasets").status_code == 403
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    text = ok("site", "audit", "--site", str(site), "--verify", "--last", "0")
+    for action in ("pki-issue", "grant", "revoke-grant", "pki-revoke", "GET /v1/datasets"):
+        assert action in text

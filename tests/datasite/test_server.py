@@ -1,0 +1,213 @@
+"""The data server over real mTLS on loopback: access control, bounds, integrity, audit.
+
+Tests run in file order against one server (module fixture ``served``); the last
+one checks that the audit chain built by all of them verifies.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import httpx
+import numpy as np
+import pytest
+from sqlalchemy import select
+from tests.datasite.sitefix import Served
+
+from echoscreen.datasite import pki
+from echoscreen.datasite.audit import AuditLog
+from echoscreen.datasite.limits import Limits
+from echoscreen.datasite.schema import AuditRecord
+from echoscreen.datasite.server import ServerConfig, running
+from echoscreen.datasite.wire import BATCH_TYPE, decode_batch, npy_array
+
+
+def audit_since(served: Served, seq: int) -> list[AuditRecord]:
+    """Audit records appended after ``seq``."""
+    with served.site.catalog.session() as s:
+        return list(s.scalars(select(AuditRecord).where(AuditRecord.seq > seq)
+                              .order_by(AuditRecord.seq)))  # fmt: skip
+
+
+def head(served: Served) -> int:
+    """Sequence number of the newest audit record."""
+    recs = AuditLog(served.site).records(1)
+    return recs[-1].seq if recs else 0
+
+
+def test_tenant_reads_exactly_its_granted_clips(served: Served) -> None:
+    truth = served.truth["cohort-a"]
+    with served.client("alice") as c:
+        assert c.get("/v1/session").json()["tenant"] == "alice"
+        names = [d["name"] for d in c.get("/v1/datasets").json()["datasets"]]
+        assert names == ["cohort-a", "cohort-t"]
+        clips = c.get("/v1/datasets/cohort-a/clips").json()["clips"]
+        assert sorted(x["id"] for x in clips) == sorted(truth)
+        assert {x["label"] for x in clips} == {"normal", "borderline", "definite", None}
+        assert all(x["shape"] == [3, 16, 64, 64] and "patient" not in x for x in clips)
+        one = c.get(f"/v1/clips/{clips[0]['id']}")
+        assert one.status_code == 200 and one.headers["content-type"] == "application/x-npy"
+        assert np.array_equal(np.load(io.BytesIO(one.content)), truth[clips[0]["id"]])
+        ids = [x["id"] for x in clips[:5]]
+        batch = c.post("/v1/clips:batch", json={"ids": ids})
+        assert batch.headers["content-type"] == BATCH_TYPE
+        got = decode_batch(batch.content)
+        assert [cid for cid, _ in got] == ids
+        for cid, buf in got:
+            assert np.array_equal(npy_array(buf), truth[cid])
+
+
+def test_tenants_are_isolated_and_existence_does_not_leak(served: Served) -> None:
+    b_clip = next(iter(served.truth["cohort-b"]))
+    a_clip = next(iter(served.truth["cohort-a"]))
+    start = head(served)
+    with served.client("alice") as c:
+        other = c.get("/v1/datasets/cohort-b/clips")
+        absent = c.get("/v1/datasets/no-such-set/clips")
+        assert other.status_code == absent.status_code == 404
+        assert other.json()["detail"].replace("cohort-b", "X") == \
+            absent.json()["detail"].replace("no-such-set", "X")  # fmt: skip
+        assert c.get("/v1/datasets/cohort-b/splits").status_code == 404
+        assert c.get(f"/v1/clips/{b_clip}").status_code == 404
+        assert c.post("/v1/clips:batch", json={"ids": [a_clip, b_clip]}).status_code == 404
+    with served.client("bob") as c:
+        assert [d["name"] for d in c.get("/v1/datasets").json()["datasets"]] == ["cohort-b"]
+        assert c.get(f"/v1/clips/{a_clip}").status_code == 404
+    denied = [r for r in audit_since(served, start) if not r.allowed]
+    assert {r.who for r in denied} == {"alice", "bob"}
+    assert all(r.status == 404 and r.serial for r in denied)
+
+
+def test_tenant_without_grant_sees_nothing_and_is_audited(served: Served) -> None:
+    start = head(served)
+    with served.client("carol") as c:
+        assert c.get("/v1/datasets").json() == {"datasets": []}
+        r = c.get(f"/v1/clips/{next(iter(served.truth['cohort-a']))}")
+        assert r.status_code == 404
+    recs = audit_since(served, start)
+    assert [(r.who, r.allowed, r.status) for r in recs] == [("carol", True, 200),
+                                                           ("carol", False, 404)]  # fmt: skip
+
+
+def test_no_client_certificate_fails_tls_and_is_audited(served: Served) -> None:
+    start = head(served)
+    with served.anonymous() as c, pytest.raises(httpx.TransportError):
+        c.get("/v1/datasets")
+    recs = audit_since(served, start)
+    assert any(r.action == "tls-handshake" and not r.allowed and
+               "CERTIFICATE" in (r.detail or "") for r in recs)  # fmt: skip
+
+
+def test_certificate_from_another_ca_fails_tls_and_is_audited(served: Served) -> None:
+    start = head(served)
+    # the foreign identity trusts its own CA, so present it with the site CA as trust anchor
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(served.ids["alice"] / "ca.crt"))
+    f = served.ids["foreign"]
+    ctx.load_cert_chain(str(f / "client.crt"), str(f / "client.key"))
+    with httpx.Client(base_url=served.url, verify=ctx) as c, pytest.raises(httpx.TransportError):
+        c.get("/v1/datasets")
+    recs = audit_since(served, start)
+    assert any(r.action == "tls-handshake" and "VERIFY_FAILED" in (r.detail or "")
+               for r in recs)  # fmt: skip
+    with pytest.raises(httpx.TransportError), served.client("foreign") as c:
+        c.get("/v1/datasets")  # and it does not trust our server either
+
+
+def test_revocation_applies_to_the_next_request_on_an_open_connection(served: Served) -> None:
+    clip = next(iter(served.truth["cohort-a"]))
+    with served.client("mallory") as c:
+        assert c.get(f"/v1/clips/{clip}").status_code == 200
+        start = head(served)
+        pki.revoke(served.site, "mallory")
+        r = c.get(f"/v1/clips/{clip}")
+        assert r.status_code == 403 and "revoked" in r.json()["detail"]
+        assert c.get("/v1/datasets").status_code == 403
+    recs = [r for r in audit_since(served, start) if r.who == "mallory"]
+    assert len(recs) == 2 and all(not r.allowed and r.detail == "certificate revoked" for r in recs)
+
+
+@pytest.mark.parametrize("path", [
+    "/v1/clips/%2e%2e",
+    "/v1/clips/..%2f..%2fsite.json",
+    "/v1/clips/%2e%2e%2fkeys%2fpseudonym.key",
+    "/v1/clips/a%00b",
+    "/v1/clips/" + "9" * 300,
+    "/v1/datasets/..%2fcohort-b/clips",
+    "/v1/datasets/%2e%2e/clips",
+    "/v1/datasets/cohort-a/clips?split=../../etc",
+    "/../../site.json",
+    "/v1/objects/00",
+])  # fmt: skip
+def test_path_and_id_tricks_get_4xx(served: Served, path: str) -> None:
+    with served.client("alice") as c:
+        r = c.get(path)
+    assert 400 <= r.status_code < 500, (path, r.status_code)
+    assert r.headers["content-type"].startswith("application/json")
+
+
+@pytest.mark.parametrize(("body", "status"), [
+    (b"not json", 400),
+    (b'{"ids": "1.2"}', 400),
+    (b'{"ids": []}', 400),
+    (b'{"ids": ["../../x"]}', 400),
+    (b'{"ids": ["1.2", "1.2"]}', 400),
+    (json.dumps({"ids": [f"1.{i}" for i in range(9)]}).encode(), 413),  # max_batch is 8
+    (json.dumps({"ids": ["1." + "2" * 100] * 50}).encode(), 413),  # body over 4096 bytes
+])  # fmt: skip
+def test_bad_batches_get_a_reason(served: Served, body: bytes, status: int) -> None:
+    with served.client("alice") as c:
+        r = c.post("/v1/clips:batch", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status and r.json()["detail"]
+
+
+def test_tampered_object_gives_409_never_pixels(served: Served) -> None:
+    cid = sorted(served.truth["cohort-t"])[0]
+    with served.site.catalog.session() as s:
+        from echoscreen.store.schema import Clip
+
+        oid = s.get(Clip, cid).tensor_object  # type: ignore[union-attr]
+    path = served.site.objects.path(oid)
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    path.write_bytes(bytes(blob))
+    start = head(served)
+    with served.client("alice") as c:
+        one = c.get(f"/v1/clips/{cid}")
+        both = c.post("/v1/clips:batch", json={"ids": sorted(served.truth["cohort-t"])})
+    for r in (one, both):
+        assert r.status_code == 409 and "integrity" in r.json()["detail"]
+        assert b"NUMPY" not in r.content
+    assert [r.status for r in audit_since(served, start)] == [409, 409]
+
+
+def test_rate_limit_gives_429_with_retry_after(served: Served) -> None:
+    limits = Limits(max_batch=8, rate=0.5, burst=3)
+    clip = next(iter(served.truth["cohort-a"]))
+    with running(ServerConfig(served.site.path, port=0, limits=limits)) as url:
+        served_slow = Served(url, served.site, served.root, served.ids, served.truth)
+        with served_slow.client("alice") as c:
+            codes = [c.get(f"/v1/clips/{clip}") for _ in range(5)]
+    assert [r.status_code for r in codes[:3]] == [200, 200, 200]
+    limited = codes[3]
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+    assert "rate limit" in limited.json()["detail"]
+
+
+def test_datasite_ls_lists_what_the_identity_may_read(served: Served) -> None:
+    from tests.datasite.cli import ok
+
+    text = ok("datasite", "ls", "--url", served.url, "--identity", str(served.ids["bob"]))
+    assert "cohort-b" in text and "cohort-a" not in text and "bob" in text
+
+
+def test_the_audit_chain_of_everything_above_verifies(served: Served) -> None:
+    log = AuditLog(served.site)
+    assert log.verify() == []
+    recs = log.records()
+    assert {r.who for r in recs} >= {"alice", "bob", "carol", "mallory", "unauthenticated",
+                                     "site-admin"}  # fmt: skip
+    served_bytes = sum(r.nbytes for r in recs if r.allowed and r.action.startswith("GET /v1/clips"))
+    assert served_bytes > 0
