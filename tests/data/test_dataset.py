@@ -1,0 +1,147 @@
+"""ClipDataset over the local site and over the real mTLS data server; nothing persisted."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tests.datasite.sitefix import SHAPE, Served
+
+from echoscreen.data import ClipDataset, LocalSite, RemoteSite, make_loader
+from echoscreen.data.cache import ByteLRU
+from echoscreen.errors import DatasiteError
+
+
+def test_local_dataset_items_are_the_stored_tensors(served: Served) -> None:
+    truth = served.truth["cohort-a"]
+    with ClipDataset(LocalSite(served.site.path), "cohort-a", None) as ds:
+        assert len(ds) == len(truth)
+        x, meta = ds[0]
+        assert x.dtype == torch.uint8 and tuple(x.shape) == SHAPE
+        assert np.array_equal(x.numpy(), truth[meta["clip"]])
+        assert set(meta) == {"clip", "study", "split", "label", "label_index", "view", "doppler"}
+        assert {m["label_index"] for _, m in ds.__getitems__(range(len(ds)))} == {-1, 0, 1, 2}
+        x[:] = 0  # items are private copies: the cache is not changed
+        assert np.array_equal(ds[0][0].numpy(), truth[meta["clip"]])
+
+
+def test_remote_dataset_matches_local_clip_for_clip(served: Served) -> None:
+    local = ClipDataset(LocalSite(served.site.path), "cohort-a", None)
+    remote = ClipDataset(RemoteSite(served.url, served.ids["alice"]), "cohort-a", None,
+                         transform=lambda t: t.float() / 255)  # fmt: skip
+    with local, remote:
+        assert [c.id for c in remote.clips] == [c.id for c in local.clips]
+        both = zip(local.__getitems__(range(len(local))),
+                   remote.__getitems__(range(len(remote))), strict=True)  # fmt: skip
+        for (xl, ml), (xr, mr) in both:
+            assert ml == mr and xr.dtype == torch.float32
+            assert torch.equal(xr, xl.float() / 255)
+
+
+def test_loader_prefetches_batches_into_the_memory_cache(served: Served) -> None:
+    ds = ClipDataset(RemoteSite(served.url, served.ids["alice"]), "cohort-a", None)
+    with ds:
+        ds.prefetch(range(3))
+        loader = make_loader(ds, batch_size=3, shuffle=True, seed=1, depth=2)
+        seen = []
+        for x, meta in loader:
+            assert x.shape[1:] == SHAPE and x.dtype == torch.uint8
+            seen += meta["clip"]
+        assert sorted(seen) == sorted(served.truth["cohort-a"])
+        assert len(ds._cache) == len(ds)  # everything went through the cache, in memory
+
+
+def test_cache_is_bounded_in_bytes() -> None:
+    cache = ByteLRU(3 * 1000)
+    for i in range(5):
+        cache.put(str(i), np.zeros(1000, np.uint8))
+    assert cache.nbytes <= 3000 and "0" not in cache and "4" in cache
+    cache.get("2")
+    cache.put("5", np.zeros(1000, np.uint8))
+    assert "2" in cache and "3" not in cache
+
+
+def test_remote_dataset_pickles_for_worker_processes(served: Served) -> None:
+    ds = ClipDataset(RemoteSite(served.url, served.ids["alice"]), "cohort-a", "unsplit")
+    ds[0]
+    copy = pickle.loads(pickle.dumps(ds))
+    with ds, copy:
+        assert len(copy._cache) == 0
+        assert torch.equal(copy[1][0], ds[1][0])
+
+
+def test_remote_errors_are_clear(served: Served, tmp_path: Path) -> None:
+    with pytest.raises(DatasiteError, match="pki issue"):
+        RemoteSite(served.url, tmp_path)
+    with pytest.raises(DatasiteError, match="https://"):
+        RemoteSite(served.url.replace("https", "http"), served.ids["alice"])
+    with pytest.raises(DatasiteError, match="404"):
+        ClipDataset(RemoteSite(served.url, served.ids["alice"]), "cohort-b", None)
+    with pytest.raises(DatasiteError, match="cannot talk"):
+        RemoteSite(served.url, served.ids["foreign"]).datasets()
+    with pytest.raises(DatasiteError, match="no dataset"):
+        ClipDataset(LocalSite(served.site.path), "nope", None)
+
+
+def _new_files(roots: list[Path], since: float) -> list[Path]:
+    found = []
+    for root in roots:
+        for dirpath, dirnames, files in os.walk(root, onerror=lambda e: None):
+            dirnames[:] = [d for d in dirnames if d not in {"proc", ".git"}]
+            for f in files:
+                p = Path(dirpath) / f
+                try:
+                    st = p.lstat()
+                except OSError:
+                    continue
+                if p.is_file() and not p.is_symlink() and st.st_mtime >= since and \
+                        st.st_size < 256 << 20:  # fmt: skip
+                    found.append(p)
+    return found
+
+
+def test_training_from_remote_persists_nothing_decrypted(
+    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workdir = tmp_path / "compute"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    t0 = time.time() - 1
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv3d(3, 4, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool3d(1),
+        torch.nn.Flatten(), torch.nn.Linear(4, 3),
+    )  # fmt: skip
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ds = ClipDataset(RemoteSite(served.url, served.ids["alice"]), "cohort-a", None,
+                     transform=lambda t: t.float().div(255))  # fmt: skip
+    with ds:
+        losses = []
+        for _ in range(2):
+            for x, meta in make_loader(ds, batch_size=4, shuffle=True):
+                y = meta["label_index"].clamp(min=0)
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+    assert len(losses) == 4 and all(np.isfinite(losses))
+    # what a leak would look like: any 64 pixel bytes of any clip served, or an .npy header
+    needles = [a.tobytes()[40_000:40_064] for a in served.truth["cohort-a"].values()]
+    roots = [workdir, Path(tempfile.gettempdir()), Path.home()]
+    leaks = []
+    for p in _new_files(roots, t0):
+        try:
+            data = p.read_bytes()
+        except OSError:
+            continue
+        if any(n in data for n in needles) or (p.is_relative_to(workdir) and b"NUMPY" in data):
+            leaks.append(p)
+    assert leaks == []
+    assert list(workdir.iterdir()) == []
