@@ -12,15 +12,17 @@ import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pydicom
 import pytest
-from sqlalchemy import func, select
+from pydicom.uid import generate_uid
+from sqlalchemy import func, select, text
 from tests.ingest.sitecheck import assert_consistent, distinct_studies
 from tests.ingest.usfiles import US_FILES
 from tests.pacs import Orthanc, free_port
 
 from echoscreen.dicom import PreprocessSpec
 from echoscreen.ingest import DicomWebSource, FolderSource, ZipSource
-from echoscreen.ingest.pipeline import ingest
+from echoscreen.ingest.pipeline import IngestReport, ingest
 from echoscreen.store.schema import Clip, DatasetStudy, Quarantine, Study
 from echoscreen.store.site import Site
 
@@ -170,6 +172,27 @@ def test_listen_ingests_studies_pushed_by_storescu(
     assert assert_consistent(site) == {"studies": 2, "clips": 2}
 
 
+def _children(pid: int) -> list[int]:
+    """Pids of the live child processes of ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def test_kill_mid_ingest_leaves_catalog_and_store_consistent(
     site: Site, us_files: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -181,9 +204,13 @@ def test_kill_mid_ingest_leaves_catalog_and_store_consistent(
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         _wait_for(lambda: _count(site, Study) >= 1 or proc.poll() is not None, "first study")
+        workers = _children(proc.pid)  # the default runs a pool of worker processes
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
+    assert workers or os.cpu_count() == 1
+    # the workers die with their parent: none is left writing after the kill
+    _wait_for(lambda: not any(_alive(pid) for pid in workers), "workers to exit")
     at_kill = assert_consistent(site)
     assert 1 <= at_kill["studies"] <= 12
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
@@ -209,3 +236,52 @@ def test_phantom_cohort_ingests_with_its_labels_and_views(site: Site, tmp_path: 
         assert doppler == made.doppler_clips
         assert all(st.sex in ("M", "F") and st.age_years for st in s.scalars(select(Study)))
     assert assert_consistent(site) == {"studies": made.studies, "clips": made.clips}
+
+
+def _rows(site: Site, table: type, skip: tuple[str, ...] = ()) -> list[tuple[object, ...]]:
+    """The table's rows in insertion order, without the ``skip`` columns."""
+    cols = [c for c in table.__table__.columns if c.name not in skip]  # type: ignore[attr-defined]
+    with site.catalog.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(select(*cols).order_by(text("rowid")))]
+
+
+def _ingest_cohort(cohort: Path, site: Site, workers: int) -> tuple[IngestReport, list[int]]:
+    ticks: list[int] = []
+    report = ingest(FolderSource(cohort), site, labels=cohort / "labels.csv",
+                    clips=cohort / "clips.csv", dataset="phantom", spec=SPEC,
+                    progress=lambda done, _: ticks.append(done), workers=workers)  # fmt: skip
+    return report, ticks
+
+
+def test_worker_pool_gives_the_same_catalog_and_objects_as_in_process(tmp_path: Path) -> None:
+    from echoscreen.synth import CohortConfig, generate_cohort
+
+    cohort = tmp_path / "cohort"
+    made = generate_cohort(cohort, CohortConfig(studies=3, frames=16, size=(64, 64), workers=1))
+    Site.init(tmp_path / "one").close()
+    shutil.copytree(tmp_path / "one", tmp_path / "two")  # same keys, so the same object ids
+    # a clip that fails inside a worker: burned-in annotation and no regions to keep
+    bad = pydicom.dcmread(sorted(cohort.glob("*/*/IM0001.dcm"))[0])
+    del bad.SequenceOfUltrasoundRegions
+    bad.BurnedInAnnotation = "YES"
+    bad.SOPInstanceUID = bad.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    bad.save_as(cohort / "no-regions.dcm")
+    found = {}
+    for name, workers in (("one", 1), ("two", 2)):
+        with Site.open(tmp_path / name) as site:
+            report, ticks = _ingest_cohort(cohort, site, workers)
+            assert (report.ingested, report.clips) == (made.studies, made.clips)
+            assert ticks == list(range(len(ticks))) and ticks[-1] >= made.studies
+            found[name] = (
+                _rows(site, Study, skip=("ingested_at",)),
+                _rows(site, Clip),
+                _rows(site, DatasetStudy),
+                _rows(site, Quarantine, skip=("id", "at", "run_id")),
+                sorted(site.objects.ids()),
+                sorted(report.quarantined),
+                ticks,
+            )
+            assert assert_consistent(site) == {"studies": made.studies, "clips": made.clips}
+    assert found["one"] == found["two"]
+    assert [why.split(":")[0] for _, why in found["one"][5]] == ["DeidError"]
+    assert len(found["one"][4]) == 2 * made.clips

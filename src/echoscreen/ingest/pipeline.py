@@ -14,6 +14,12 @@ Per study (one :class:`StudyBatch`):
 3. One catalog transaction adds the study, its clips, dataset membership and any
    quarantine rows of this batch.
 
+Step 2 runs in a pool of worker processes when ``workers`` > 1
+(:class:`echoscreen.ingest.workers.Preparer`): the instances of one study are prepared
+in parallel while the next study's are already queued (at most two studies in
+flight, so memory stays bounded), and studies are still committed one at a time, in
+source order, by this process, after all their objects are written.
+
 An instance that cannot be read, decoded or cleaned is quarantined under a keyed
 hash of its origin (the origin itself may be identifying) with a fixed reason, and
 the run goes on. labels.csv/clips.csv are joined on the ORIGINAL UIDs; only the
@@ -27,18 +33,19 @@ import hashlib
 import hmac
 import io
 import logging
+import os
 import re
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from echoscreen.errors import CatalogError, EchoscreenError, StoreError
 from echoscreen.ingest.base import UNREADABLE_KEY, ClipSource, Instance, StudyBatch
 from echoscreen.ingest.labels import Annotations, StudyLabel, load_annotations
+from echoscreen.ingest.workers import Prepared, Preparer
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -74,12 +81,22 @@ class IngestReport:
 
 
 @dataclass
-class _NewClip:
-    """A clip whose objects are stored, waiting for its catalog row."""
+class _Ticket:
+    """A batch submitted for preparation, waiting to be committed.
 
-    row: dict[str, Any]
-    header: Dataset
-    original_study: str
+    Attributes:
+        bad: ``(instance, reason)`` quarantined so far.
+        key: the original study UID when clips may be added, else None.
+        study_id: the pseudonymised study UID (None for unreadable files).
+        futures: ``(instance, its preparation)`` in source order.
+        skipped: the catalog already holds the study with all its clips.
+    """
+
+    bad: list[tuple[Instance, str]]
+    key: str | None = None
+    study_id: str | None = None
+    futures: list[tuple[Instance, Future[Prepared | str]]] = field(default_factory=list)
+    skipped: bool = False
 
 
 def source_kind(source: ClipSource) -> str:
@@ -95,14 +112,6 @@ def quarantine_ref(secret: bytes, source: str, origin: str) -> str:
     """A non-identifying, stable reference to an input: keyed hash of source and origin."""
     msg = f"{source}\x00{origin}".encode()
     return "q-" + hmac.new(secret, b"quarantine/v1\x00" + msg, hashlib.sha256).hexdigest()[:30]
-
-
-def _reason(exc: Exception) -> str:
-    """A quarantine reason: echoscreen's own messages (written to be safe), else the type."""
-    if isinstance(exc, EchoscreenError):
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return f"{type(exc).__name__}: {text}"[:400]
-    return f"unexpected {type(exc).__name__} while reading the file"
 
 
 def _header_years(age: str) -> float | None:
@@ -148,6 +157,7 @@ class Ingestor:
         spec: tensor shape to store.
         kind: the source kind recorded in the catalog.
         describe: the source's description (mixed into quarantine references).
+        workers: processes preparing instances; 1 prepares them in this process.
     """
 
     def __init__(
@@ -159,12 +169,14 @@ class Ingestor:
         spec: PreprocessSpec,
         kind: str,
         describe: str,
+        workers: int = 1,
     ) -> None:
         from echoscreen.deid import Deidentifier
         from echoscreen.store.schema import IngestRun
 
         self.site = site
         self.deid: Deidentifier = Deidentifier(site.pseudonym_secret)
+        self._preparer = Preparer(site.path, site.objects, self.deid, spec, workers)
         self.annotations = annotations
         self.dataset = dataset
         self.spec = spec
@@ -182,25 +194,63 @@ class Ingestor:
 
     def batch(self, batch: StudyBatch) -> None:
         """Ingest one batch (a study, or unreadable files); quarantines what fails."""
+        self._finish(self._submit(batch))
+
+    def run(self, batches: Iterable[StudyBatch], done: Callable[[], None]) -> None:
+        """Ingest ``batches`` in order, preparing the next study while one finishes.
+
+        With more than one worker, a study's instances are queued to the pool before
+        the previous study is committed (two studies in flight at most); a study whose
+        pseudonym is already in flight waits for it. ``done`` is called after each
+        batch is committed. On any error, queued work is dropped and the pool stopped.
+        """
+        depth = 2 if self._preparer.workers > 1 else 1
+        pending: deque[_Ticket] = deque()
+        try:
+            for batch in batches:
+                if batch.key != UNREADABLE_KEY and any(
+                    t.study_id == self.deid.pseudonym_uid(batch.key) for t in pending
+                ):
+                    while pending:  # the same study twice: commit the first one first
+                        self._finish(pending.popleft())
+                        done()
+                pending.append(self._submit(batch))
+                while len(pending) >= depth:
+                    self._finish(pending.popleft())
+                    done()
+            while pending:
+                self._finish(pending.popleft())
+                done()
+        except BaseException:
+            self._preparer.close(cancel=True)
+            raise
+
+    def _submit(self, batch: StudyBatch) -> _Ticket:
+        """Check the batch against the catalog and queue its new instances."""
         bad = [(inst, reason) for inst, reason in batch.unreadable]
         if batch.key == UNREADABLE_KEY or not batch.instances:
-            self._commit(None, [], bad)
-            return
+            return _Ticket(bad)
         study_id = self.deid.pseudonym_uid(batch.key)
         wanted = self._new_instances(study_id, batch, bad)
         if wanted is None:
+            return _Ticket(bad, study_id=study_id, skipped=True)
+        futures = [(inst, self._preparer.submit(inst)) for inst in wanted]
+        return _Ticket(bad, batch.key, study_id, futures)
+
+    def _finish(self, ticket: _Ticket) -> None:
+        """Wait for a ticket's instances, then commit it (one transaction)."""
+        clips: list[Prepared] = []
+        for inst, future in ticket.futures:
+            outcome = self._preparer.result(future)
+            if isinstance(outcome, str):
+                ticket.bad.append((inst, outcome))
+            else:
+                clips.append(outcome)
+        if ticket.skipped:
             self.report.skipped += 1
-            self._commit(None, [], bad, member=study_id)
-            return
-        clips: list[_NewClip] = []
-        for inst in wanted:
-            try:
-                clips.append(self._prepare(inst))
-            except (CatalogError, StoreError):
-                raise
-            except Exception as exc:  # one bad file must not stop the run
-                bad.append((inst, _reason(exc)))
-        self._commit(batch.key, clips, bad)
+            self._commit(None, [], ticket.bad, member=ticket.study_id)
+        else:
+            self._commit(ticket.key, clips, ticket.bad)
 
     def _new_instances(
         self, study_id: str, batch: StudyBatch, bad: list[tuple[Instance, str]]
@@ -228,43 +278,10 @@ class Ingestor:
         new = [inst for cid, inst in by_clip.items() if cid not in have]
         return new if new or not by_clip else None
 
-    def _prepare(self, inst: Instance) -> _NewClip:
-        """Decode, clean, preprocess and store one instance; return its catalog row."""
-        from echoscreen.deid import deidentify_instance
-        from echoscreen.dicom import load_dataset, preprocess, read_cine
-
-        ds = load_dataset(inst.data)
-        cine = read_cine(ds)
-        clean, frames = deidentify_instance(ds, cine.frames, self.deid)
-        tensor = preprocess(dataclasses.replace(cine, frames=frames), self.spec)
-        buf = io.BytesIO()
-        clean.save_as(buf, enforce_file_format=True)
-        dicom_oid = self.site.objects.put(buf.getvalue())
-        arr = io.BytesIO()
-        np.save(arr, np.ascontiguousarray(tensor.pixels), allow_pickle=False)
-        tensor_oid = self.site.objects.put(arr.getvalue())
-        given = self.annotations.clips.get(cine.sop_instance_uid)
-        row = {
-            "id": str(clean.SOPInstanceUID),
-            "view": given.view if given else None,
-            "doppler": given.doppler if given else None,
-            "findings": given.findings if given else None,
-            "n_frames": int(cine.total_frames),
-            "fps": float(cine.fps or tensor.fps),
-            "spacing_mm": tensor.spacing_mm,
-            "rows": int(frames.shape[1]),
-            "cols": int(frames.shape[2]),
-            "transfer_syntax": str(cine.transfer_syntax)[:64],
-            "dicom_object": dicom_oid,
-            "tensor_object": tensor_oid,
-            "tensor_shape": "x".join(str(d) for d in tensor.pixels.shape),
-        }
-        return _NewClip(row, clean, cine.study_instance_uid)
-
     def _commit(
         self,
         key: str | None,
-        clips: list[_NewClip],
+        clips: list[Prepared],
         bad: list[tuple[Instance, str]],
         *,
         member: str | None = None,
@@ -294,7 +311,7 @@ class Ingestor:
                     s.add(study)
                     s.flush()
                 for clip in clips:
-                    s.add(Clip(study_id=study_id, **clip.row))
+                    s.add(Clip(study_id=study_id, **clip.row, **self._annotation(clip)))
                 study.n_clips = (study.n_clips or 0) + len(clips)
                 member = study_id
             if self.dataset and member is not None:
@@ -306,10 +323,24 @@ class Ingestor:
         for ref, why in refs:
             log.info("quarantined %s: %s", ref, why)
 
+    def _annotation(self, clip: Prepared) -> dict[str, Any]:
+        """The clip's clips.csv columns (joined on its original SOP Instance UID)."""
+        given = self.annotations.clips.get(clip.original_sop)
+        return {
+            "view": given.view if given else None,
+            "doppler": given.doppler if given else None,
+            "findings": given.findings if given else None,
+        }
+
+    def close(self) -> None:
+        """Stop the worker processes, if any (queued work is dropped)."""
+        self._preparer.close(cancel=True)
+
     def finish(self) -> IngestReport:
-        """Record the run's totals in the catalog and return the report."""
+        """Stop the workers, record the run's totals in the catalog and return the report."""
         from echoscreen.store.schema import IngestRun, utcnow
 
+        self._preparer.close()
         self.report.seconds = time.perf_counter() - self._start
         with self.site.catalog.session() as s:
             run = s.get(IngestRun, self.run_id)
@@ -330,6 +361,7 @@ def ingest(
     dataset: str | None,
     spec: PreprocessSpec,
     progress: IngestProgress | None = None,
+    workers: int | None = None,
 ) -> IngestReport:
     """Ingest every study of ``source`` into ``site``.
 
@@ -341,23 +373,35 @@ def ingest(
         dataset: put every ingested (or skipped) study into this dataset.
         spec: shape of the stored clip tensors.
         progress: called with (batches done, total or None) after each batch.
+        workers: processes preparing instances (decode, de-identify, preprocess,
+            encrypt); None: one per CPU core; 1: all in this process.
 
     Returns:
         The :class:`IngestReport`.
 
     Raises:
         IngestError: the source or the CSV files cannot be read.
+        IngestError: a worker process died (the run stops; re-running resumes).
         CatalogError, StoreError: the site cannot be written (the run stops; what was
             committed stays consistent).
     """
     annotations = load_annotations(labels, clips)
     total = source.count_hint()
     runner = Ingestor(site, annotations=annotations, dataset=dataset, spec=spec,
-                      kind=source_kind(source), describe=source.describe())  # fmt: skip
+                      kind=source_kind(source), describe=source.describe(),
+                      workers=workers or os.cpu_count() or 1)  # fmt: skip
     if progress is not None:
         progress(0, total)
-    for done, batch in enumerate(source.studies(), start=1):
-        runner.batch(batch)
+    batches = 0
+
+    def done() -> None:
+        nonlocal batches
+        batches += 1
         if progress is not None:
-            progress(done, total)
+            progress(batches, total)
+
+    try:
+        runner.run(source.studies(), done)
+    finally:
+        runner.close()
     return runner.finish()
