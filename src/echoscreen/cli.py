@@ -326,6 +326,9 @@ def ingest_command(
     dataset: str = typer.Option(None, "--dataset", help="Put the studies in this dataset."),
     size: int = typer.Option(112, "--size", help="Side of the stored clip tensors (pixels)."),
     frames: int = typer.Option(32, "--frames", help="Frames of the stored clip tensors."),
+    workers: int = typer.Option(
+        0, "--workers", help="Processes preparing clips (0 = one per CPU core; 1 = in-process)."
+    ),
 ) -> None:
     """De-identify, preprocess, encrypt and catalog every study of SOURCE."""
     from echoscreen.dicom import PreprocessSpec
@@ -339,7 +342,8 @@ def ingest_command(
     spec = PreprocessSpec(size=size, frames=frames)
     with Site.open(site) as s, progress_bar(console, "studies") as progress:
         report = ingest(src, s, labels=labels, clips=clips, dataset=dataset, spec=spec,
-                        progress=lambda done, total: progress(done, total or done))  # fmt: skip
+                        progress=lambda done, total: progress(done, total or done),
+                        workers=workers or None)  # fmt: skip
     for table in report_tables(report, src.describe()):
         out.print(table)
 
