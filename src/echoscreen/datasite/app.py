@@ -29,7 +29,7 @@ from echoscreen.datasite.attest import AttestationVerifier, CertificateOnly, Pee
 from echoscreen.datasite.audit import AuditLog
 from echoscreen.datasite.guard import GuardMiddleware
 from echoscreen.datasite.limits import Limits, RateLimiter
-from echoscreen.datasite.wire import BATCH_TYPE, NPY_TYPE, WireError, encode_batch, npy_array
+from echoscreen.datasite.wire import BATCH_TYPE, NPY_TYPE, WireError, batch_parts, npy_array
 from echoscreen.errors import CatalogError, IntegrityError, StoreError
 from echoscreen.store.site import Site
 
@@ -181,7 +181,25 @@ def _routes(api: FastAPI, srv: _Server) -> None:
         if any(not access.valid_clip_id(c) for c in ids):
             deny(request, 400, "malformed clip id in ids")
         items = await run_in_threadpool(srv.read_clips, request, ids)
-        return Response(encode_batch(items), media_type=BATCH_TYPE)
+        return _PartsResponse(batch_parts(items), BATCH_TYPE)
+
+
+class _PartsResponse(Response):
+    """A body sent as several ASGI messages (no join into one buffer), with Content-Length."""
+
+    def __init__(self, parts: list[bytes], media_type: str) -> None:
+        super().__init__(None, media_type=media_type)
+        self.parts = parts
+        self.headers["content-length"] = str(sum(len(b) for b in parts))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})  # fmt: skip
+        for i, part in enumerate(self.parts):
+            await send({"type": "http.response.body", "body": part,
+                        "more_body": i < len(self.parts) - 1})  # fmt: skip
+        if not self.parts:
+            await send({"type": "http.response.body", "body": b""})
 
 
 async def _batch_ids(request: Request, limits: Limits) -> list[str]:

@@ -72,16 +72,25 @@ def npy_array(buf: bytes | memoryview, shape: tuple[int, ...] | None = None) -> 
     return np.frombuffer(buf, dtype=np.uint8, count=n, offset=offset).reshape(got)
 
 
-def encode_batch(items: Iterable[tuple[str, bytes]]) -> bytes:
-    """Frame ``(clip id, .npy bytes)`` pairs as one batch body."""
+def batch_parts(items: Iterable[tuple[str, bytes]]) -> list[bytes]:
+    """Frame ``(clip id, .npy bytes)`` pairs as the pieces of a batch body, not joined.
+
+    Each clip gives two pieces: its length-prefixed header, and its ``.npy`` bytes
+    (the same object, not copied). ``b"".join`` of them is :func:`encode_batch`.
+    """
     parts: list[bytes] = []
     for cid, data in items:
         head = json.dumps({"id": cid, "nbytes": len(data)}, separators=(",", ":")).encode()
-        parts += [_LEN.pack(len(head)), head, data]
-    return b"".join(parts)
+        parts += [_LEN.pack(len(head)) + head, data]
+    return parts
 
 
-def decode_batch(body: bytes) -> list[tuple[str, memoryview]]:
+def encode_batch(items: Iterable[tuple[str, bytes]]) -> bytes:
+    """Frame ``(clip id, .npy bytes)`` pairs as one batch body."""
+    return b"".join(batch_parts(items))
+
+
+def decode_batch(body: bytes | bytearray) -> list[tuple[str, memoryview]]:
     """Split a batch body into ``(clip id, .npy bytes)`` pairs (views into ``body``).
 
     Raises:
