@@ -263,7 +263,9 @@ class Preparer:
                 ) from exc
             raise IngestError(
                 "an ingest worker process died (out of memory or killed); run ingest again "
-                "(it resumes where it stopped), with fewer --workers if memory is short"
+                "(it resumes where it stopped), with fewer --workers if memory is short. "
+                "Calling ingest() from a script: guard it with `if __name__ == '__main__':` "
+                "(workers are spawned and import the main module), or pass workers=1"
             ) from exc
 
     def close(self, *, cancel: bool = False) -> None:
