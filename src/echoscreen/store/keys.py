@@ -235,10 +235,11 @@ class LocalKeyProvider:
         tmp.unlink(missing_ok=True)
         write_secret_file(tmp, json.dumps({"active": active}).encode())
         os.replace(tmp, key_dir / _KEYRING)
-        _fsync_dir(key_dir)
+        fsync_dir(key_dir)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (a rename into it) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

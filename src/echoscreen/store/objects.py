@@ -22,20 +22,12 @@ from pathlib import Path
 
 from echoscreen.errors import IntegrityError, StoreError
 from echoscreen.store.crypto import open_sealed, parse_header, rewrap, seal
-from echoscreen.store.keys import KeyProvider
+from echoscreen.store.keys import KeyProvider, fsync_dir
 
 OID_RE = re.compile(r"^[0-9a-f]{64}$")
 TMP_PREFIX = ".tmp-"
 #: called with (done, total) after each object; total is known up front
 Progress = Callable[[int, int], None]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -55,7 +47,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 class ObjectStore:
