@@ -1,0 +1,78 @@
+"""The ``echoscreen`` command line: parses arguments into config objects and calls library code.
+
+Every command is thin. Errors derived from :class:`echoscreen.errors.EchoscreenError`
+are printed as one red line with the hint they carry, and the process exits
+non-zero; they never surface as a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from echoscreen import __version__
+from echoscreen.cli import datasite, files, ingest, site
+from echoscreen.cli.common import console, out
+from echoscreen.errors import EchoscreenError
+
+app = typer.Typer(
+    name="echoscreen",
+    help="Rheumatic Heart Disease screening from echocardiograms.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"echoscreen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Rheumatic Heart Disease screening from echocardiograms."""
+
+
+# Commands are registered here, explicitly; the modules only define them.
+app.command()(files.demo)
+app.command()(files.synth)
+app.command()(files.inspect)
+app.command("ingest")(ingest.ingest_command)
+app.command("listen")(ingest.listen_command)
+app.add_typer(site.site_app, name="site")
+app.add_typer(datasite.pki_app, name="pki")
+app.add_typer(datasite.datasite_app, name="datasite")
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning echoscreen errors into clean exits."""
+    try:
+        # Outside standalone mode click returns (not raises) the code of a typer.Exit.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except EchoscreenError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        console.print("[yellow]aborted[/]")
+        sys.exit(1)
+    except typer.TyperException as exc:  # usage errors (bad option values) in non-standalone mode
+        show = getattr(exc, "show", None)  # typer's bundled click exceptions render usage + hint
+        if callable(show):
+            show()
+        else:
+            console.print(f"[bold red]error:[/] {exc.format_message()}", highlight=False)
+        sys.exit(exc.exit_code)

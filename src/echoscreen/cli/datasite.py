@@ -1,0 +1,92 @@
+"""``echoscreen pki ...`` and ``echoscreen datasite ...``: identities and the data server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from echoscreen.cli.common import SITE_OPTION, console, out
+
+pki_app = typer.Typer(help="The site's certificate authority and tenant identities.",
+                      no_args_is_help=True)  # fmt: skip
+datasite_app = typer.Typer(help="Serve clips to compute sites over mTLS; list them remotely.",
+                           no_args_is_help=True)  # fmt: skip
+
+
+@pki_app.command("init")
+def pki_init(
+    site: Path = SITE_OPTION,
+    san: list[str] = typer.Option([], "--san", help="Extra host name or IP of the server."),
+) -> None:
+    """Create the site CA and the data server's certificate (SITE/pki)."""
+    from echoscreen.datasite.pki import init_pki
+
+    paths = init_pki(site, san)
+    out.print(f"created CA {paths.ca_cert} and server certificate {paths.server_cert}")
+
+
+@pki_app.command("issue")
+def pki_issue(
+    tenant: str = typer.Argument(..., help="Tenant name: 1-64 of a-z 0-9 - _."),
+    site: Path = SITE_OPTION,
+    out_dir: Path = typer.Option(..., "--out", help="Folder for client.crt, client.key, ca.crt."),
+) -> None:
+    """Issue a client identity (certificate + key bundle) for TENANT."""
+    from echoscreen.datasite.pki import issue
+    from echoscreen.store.site import Site
+
+    with Site.open(site) as s:
+        ident = issue(s, tenant, out_dir)
+    out.print(f"issued {tenant} serial {ident.serial} (valid to {ident.not_after:%Y-%m-%d}) "
+              f"in {ident.folder}")  # fmt: skip
+
+
+@pki_app.command("revoke")
+def pki_revoke(
+    tenant: str = typer.Argument(..., help="Tenant whose certificates are revoked."),
+    site: Path = SITE_OPTION,
+) -> None:
+    """Revoke every certificate of TENANT (the server checks on every request)."""
+    from echoscreen.datasite.pki import revoke
+    from echoscreen.store.site import Site
+
+    with Site.open(site) as s:
+        serials = revoke(s, tenant)
+    out.print(f"revoked {len(serials)} certificate(s) of {tenant}: {', '.join(serials) or '-'}")
+
+
+@datasite_app.command("serve")
+def datasite_serve(
+    site: Path = SITE_OPTION,
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    port: int = typer.Option(8443, "--port", help="TCP port."),
+    max_batch: int = typer.Option(64, "--max-batch", help="Most clips per batch request."),
+    rate: float = typer.Option(2000.0, "--rate", help="Clips per second per tenant."),
+) -> None:
+    """Serve the site's clips over HTTPS with client certificates (Ctrl-C stops)."""
+    from echoscreen.datasite.limits import Limits
+    from echoscreen.datasite.pki import require_pki
+    from echoscreen.datasite.server import ServerConfig, serve
+
+    require_pki(site)
+    limits = Limits(max_batch=max_batch, rate=rate, burst=max(rate * 2, max_batch))
+    console.print(f"data server on https://{host}:{port} (site {site})")
+    serve(ServerConfig(site, host, port, limits, "warning"))
+
+
+@datasite_app.command("ls")
+def datasite_ls(
+    url: str = typer.Option(..., "--url", help="https://HOST:PORT of the data server."),
+    identity: Path = typer.Option(..., "--identity", help="Folder written by `pki issue`."),
+) -> None:
+    """List the datasets, splits and clip counts this identity may read."""
+    from echoscreen.data.remote import RemoteSite
+    from echoscreen.datasite.report import datasets_table
+
+    remote = RemoteSite(url, identity)
+    try:
+        who = remote.session()
+        out.print(datasets_table(remote.datasets(), f"readable by {who['tenant']} at {url}"))
+    finally:
+        remote.close()
