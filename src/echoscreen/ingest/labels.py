@@ -15,11 +15,17 @@ values, never the keys. Columns:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from echoscreen.errors import IngestError
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 LABELS = ("normal", "borderline", "definite")
 _TRUE = {"1", "true", "yes", "y"}
@@ -129,3 +135,35 @@ def load_annotations(labels: Path | None, clips: Path | None) -> Annotations:
             if row["sop_instance_uid"]:
                 out.clips[row["sop_instance_uid"]] = _clip_row(clips, line, row)
     return out
+
+
+def _header_years(age: str) -> float | None:
+    match = re.fullmatch(r"(\d{3})([DWMY])", age.strip().upper())
+    if match is None:
+        return None
+    per_year = {"D": 365.25, "W": 52.18, "M": 12.0, "Y": 1.0}[match.group(2)]
+    return round(int(match.group(1)) / per_year, 2)
+
+
+def _positive(value: Any, scale: float = 1.0) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number * scale if number > 0 else None
+
+
+def study_fields(header: Dataset, given: StudyLabel | None) -> dict[str, Any]:
+    """Label and demographics of a study: labels.csv first, the retained header otherwise."""
+    sex = str(header.get("PatientSex", "") or "").strip().upper()[:1] or None
+    from_header = {
+        "label": None,
+        "sex": sex if sex in ("M", "F", "O") else None,
+        "age_years": _header_years(str(header.get("PatientAge", "") or "")),
+        "weight_kg": _positive(header.get("PatientWeight")),
+        "height_cm": _positive(header.get("PatientSize"), 100.0),
+    }
+    if given is None:
+        return from_header
+    chosen = dataclasses.asdict(given)
+    return {k: chosen[k] if chosen[k] is not None else v for k, v in from_header.items()}

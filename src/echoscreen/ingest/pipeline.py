@@ -28,13 +28,11 @@ pseudonymised ids are stored.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import io
 import logging
 import os
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -44,11 +42,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from echoscreen.ingest.base import UNREADABLE_KEY, ClipSource, Instance, StudyBatch
-from echoscreen.ingest.labels import Annotations, StudyLabel, load_annotations
+from echoscreen.ingest.labels import Annotations, load_annotations, study_fields
 from echoscreen.ingest.workers import Prepared, Preparer
 
 if TYPE_CHECKING:
-    from pydicom.dataset import Dataset
 
     from echoscreen.deid import Deidentifier
     from echoscreen.dicom import PreprocessSpec
@@ -112,38 +109,6 @@ def quarantine_ref(secret: bytes, source: str, origin: str) -> str:
     """A non-identifying, stable reference to an input: keyed hash of source and origin."""
     msg = f"{source}\x00{origin}".encode()
     return "q-" + hmac.new(secret, b"quarantine/v1\x00" + msg, hashlib.sha256).hexdigest()[:30]
-
-
-def _header_years(age: str) -> float | None:
-    match = re.fullmatch(r"(\d{3})([DWMY])", age.strip().upper())
-    if match is None:
-        return None
-    per_year = {"D": 365.25, "W": 52.18, "M": 12.0, "Y": 1.0}[match.group(2)]
-    return round(int(match.group(1)) / per_year, 2)
-
-
-def _positive(value: Any, scale: float = 1.0) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number * scale if number > 0 else None
-
-
-def study_fields(header: Dataset, given: StudyLabel | None) -> dict[str, Any]:
-    """Label and demographics of a study: labels.csv first, the retained header otherwise."""
-    sex = str(header.get("PatientSex", "") or "").strip().upper()[:1] or None
-    from_header = {
-        "label": None,
-        "sex": sex if sex in ("M", "F", "O") else None,
-        "age_years": _header_years(str(header.get("PatientAge", "") or "")),
-        "weight_kg": _positive(header.get("PatientWeight")),
-        "height_cm": _positive(header.get("PatientSize"), 100.0),
-    }
-    if given is None:
-        return from_header
-    chosen = dataclasses.asdict(given)
-    return {k: chosen[k] if chosen[k] is not None else v for k, v in from_header.items()}
 
 
 class Ingestor:

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from echoscreen.dicom import PreprocessSpec
     from echoscreen.store.objects import ObjectStore
 
-#: the header attributes the catalog's study row is made from (see ``study_fields``)
+#: the header attributes the catalog's study row is made from (see ``labels.study_fields``)
 STUDY_KEYWORDS = (
     "StudyInstanceUID",
     "PatientID",
