@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, select, update
-from tests.datasite.cli import fails, ok
+from tests.cli import fails, ok
 
 from echoscreen.datasite.audit import AuditLog, Event
 from echoscreen.datasite.schema import AuditRecord

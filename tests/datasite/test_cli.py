@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 from cryptography import x509
-from tests.datasite.cli import fails, ok
+from tests.cli import fails, ok
 from tests.datasite.sitefix import SHAPE, populate
 
 from echoscreen.datasite.access import grants

@@ -197,7 +197,7 @@ def test_rate_limit_gives_429_with_retry_after(served: Served) -> None:
 
 
 def test_datasite_ls_lists_what_the_identity_may_read(served: Served) -> None:
-    from tests.datasite.cli import ok
+    from tests.cli import ok
 
     text = ok("datasite", "ls", "--url", served.url, "--identity", str(served.ids["bob"]))
     assert "cohort-b" in text and "cohort-a" not in text and "bob" in text

@@ -2,39 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tests.cli import fails, ok
 
 from echoscreen.store.catalog import add_to_dataset
 from echoscreen.store.schema import Clip, Study
 from echoscreen.store.site import Site
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "echoscreen", *args],
-        capture_output=True, text=True, env=full_env, timeout=120,
-    )  # fmt: skip
-
-
-def ok(*args: str, env: dict[str, str] | None = None) -> str:
-    res = run(*args, env=env)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "Traceback" not in res.stderr
-    return res.stdout
-
-
-def fails(*args: str, match: str) -> str:
-    res = run(*args)
-    assert res.returncode != 0, res.stdout
-    assert "Traceback" not in res.stdout + res.stderr
-    assert match in res.stdout + res.stderr, res.stdout + res.stderr
-    return res.stdout
 
 
 def populate(path: Path, n_patients: int = 10) -> list[str]:

@@ -7,16 +7,16 @@ import subprocess
 import sys
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``python -m echoscreen ARGS`` with a wide terminal; capture its output."""
-    env = {**os.environ, "COLUMNS": "200"}
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
     return subprocess.run([sys.executable, "-m", "echoscreen", *args],
-                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+                          capture_output=True, text=True, env=full_env, timeout=120)  # fmt: skip
 
 
-def ok(*args: str) -> str:
+def ok(*args: str, env: dict[str, str] | None = None) -> str:
     """Run and require success; returns stdout."""
-    res = run(*args)
+    res = run(*args, env=env)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Traceback" not in res.stderr
     return res.stdout
