@@ -18,7 +18,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import UID_dictionary
+from tests.identity import header_identity
 
 from echoscreen.deid import Deidentifier, deidentify_instance, region_mask, regions_of
 from echoscreen.dicom import read_cine
@@ -27,21 +27,6 @@ from echoscreen.synth.overlay import ECG_RGB, Annotation, base_canvas
 from echoscreen.synth.render import ScanGeometry
 
 SECRET = b"phantom-deid-secret-0123456789abcdef"
-#: header keywords whose values identify someone (besides every PN, DA, DT and UI)
-IDENTIFYING = {
-    "PatientID",
-    "IssuerOfPatientID",
-    "OtherPatientIDs",
-    "InstitutionName",
-    "InstitutionAddress",
-    "AccessionNumber",
-    "DeviceSerialNumber",
-    "StationName",
-    "StudyID",
-    "RequestedProcedureID",
-    "ScheduledProcedureStepID",
-    "RequestedProcedureDescription",
-}
 #: top-level values the identity scan must pick up from every phantom file
 MUST_FIND = (
     "PatientName",
@@ -55,61 +40,6 @@ MUST_FIND = (
     "StudyInstanceUID",
     "SOPInstanceUID",
 )
-#: the only sequence whose content is kept on purpose (region geometry, no identity)
-KEPT_SEQUENCES = {"SequenceOfUltrasoundRegions"}
-
-
-def identity_values(ds: Dataset, *, derived: bool = True) -> set[str]:
-    """Every identifying value of a phantom header, in the forms it can be written in.
-
-    Private values and values inside sequences (but the regions) are taken whatever their
-    VR. With ``derived``, person names also as their components and with spaces, dates
-    also as the burned-in DD/MM/YYYY.
-    """
-    found: set[str] = set()
-
-    def add(text: str) -> None:
-        text = text.strip()
-        if len(text) >= 4 and text not in UID_dictionary:
-            found.add(text)
-
-    def visit(d: Dataset, elem: pydicom.DataElement, nested: bool) -> None:
-        if elem.VR == "SQ":
-            if elem.keyword not in KEPT_SEQUENCES:
-                for item in elem.value:
-                    for child in item:
-                        visit(item, child, True)
-            return
-        if elem.VR in {"OB", "OW", "UN", "US", "SS", "UL", "SL", "FL", "FD", "IS", "DS", "CS"}:
-            return
-        values = (
-            elem.value
-            if isinstance(elem.value, list | pydicom.multival.MultiValue)
-            else [elem.value]
-        )
-        take = (
-            elem.VR in {"PN", "DA", "DT", "UI"}
-            or elem.tag.is_private
-            or nested
-            or elem.keyword in IDENTIFYING
-        )
-        if not take or elem.tag.is_private_creator:
-            return
-        for value in values:
-            text = str(value)
-            add(text)
-            if derived and elem.VR == "PN":
-                add(" ".join(part for part in text.split("^") if part))
-                for part in text.split("^"):
-                    add(part)
-            if derived and elem.VR == "DA" and len(text) == 8:
-                add(f"{text[6:]}/{text[4:6]}/{text[:4]}")
-
-    for elem in ds:
-        visit(ds, elem, False)
-    return found
-
-
 def burned_in(ds: Dataset) -> np.ndarray:
     """``(rows, cols, 3)`` uint8: the identity text the phantom burns in, drawn afresh.
 
@@ -154,7 +84,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
                 "regions": regions_of(ds),
                 "bytes": buf.getvalue(),
                 "header_bytes": head.getvalue(),
-                "identity": identity_values(ds),
+                "identity": header_identity(ds),
             }
         )
     assert len(results) >= 8
@@ -174,10 +104,10 @@ def test_the_scan_finds_the_identity_in_the_originals(clips: list[dict[str, Any]
         assert ds.OtherPatientIDsSequence[0].PatientID in ident  # nested
         private = [e for e in ds if e.tag.is_private and not e.tag.is_private_creator]
         assert len(private) >= 4 and all(str(e.value) in ident for e in private)
-        assert identity_values(ds, derived=False) <= ident
+        assert header_identity(ds, derived=False) <= ident
         missing = [
             v
-            for v in identity_values(ds, derived=False)
+            for v in header_identity(ds, derived=False)
             if v.lower().encode() not in original.lower()
         ]
         assert not missing, (r["name"], missing)  # the byte search does find them
