@@ -278,6 +278,13 @@ def _outline(polar: np.ndarray, rows: slice, cols: slice) -> None:
     polar[rows, cols.stop - 1] = edge
 
 
+def _to_sector(img: np.ndarray, mx: np.ndarray, my: np.ndarray, interp: int) -> np.ndarray:
+    """Resample a beam-grid image onto the screen (black outside the beam grid)."""
+    import cv2
+
+    return cv2.remap(img, mx, my, interp, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
 def render_clip(spec: ClipSpec, g: ScanGeometry, masks: bool = False) -> Rendered:
     """Render the sector of every frame of ``spec`` (the region box, RGB uint8)."""
     import cv2
@@ -308,14 +315,7 @@ def render_clip(spec: ClipSpec, g: ScanGeometry, masks: bool = False) -> Rendere
         gray = _bmode(e * texture, _speckle_amp(c), near, falloff, spec.look)
         jet = np.zeros(x.shape, dtype=bool)
         if box is None:
-            gray8 = cv2.remap(
-                gray.astype(np.uint8),
-                mx,
-                my,
-                cv2.INTER_LINEAR,
-                borderMode=cv2.BORDER_CONSTANT,
-                borderValue=0,
-            )
+            gray8 = _to_sector(gray.astype(np.uint8), mx, my, cv2.INTER_LINEAR)
             sector[i] = cv2.LUT(cv2.cvtColor(gray8, cv2.COLOR_GRAY2RGB), lut)
         else:
             polar = gray[..., None] * tint
@@ -328,31 +328,10 @@ def render_clip(spec: ClipSpec, g: ScanGeometry, masks: bool = False) -> Rendere
             jet[rows, cols] = jet_box
             _outline(polar, rows, cols)
             polar8 = np.clip(polar, 0, 255).astype(np.uint8)
-            sector[i] = cv2.remap(
-                polar8,
-                mx,
-                my,
-                cv2.INTER_LINEAR,
-                borderMode=cv2.BORDER_CONSTANT,
-                borderValue=(0, 0, 0),
-            )
+            sector[i] = _to_sector(polar8, mx, my, cv2.INTER_LINEAR)
         if jet_out is not None and leaf_out is not None and leaf is not None:
-            jet_out[i] = cv2.remap(
-                jet.astype(np.uint8),
-                mx,
-                my,
-                cv2.INTER_NEAREST,
-                borderMode=cv2.BORDER_CONSTANT,
-                borderValue=0,
-            )
-            leaf_out[i] = cv2.remap(
-                leaf.astype(np.uint8),
-                mx,
-                my,
-                cv2.INTER_NEAREST,
-                borderMode=cv2.BORDER_CONSTANT,
-                borderValue=0,
-            )
+            jet_out[i] = _to_sector(jet.astype(np.uint8), mx, my, cv2.INTER_NEAREST)
+            leaf_out[i] = _to_sector(leaf.astype(np.uint8), mx, my, cv2.INTER_NEAREST)
     return Rendered(sector, jet_out, leaf_out, phases)
 
 
