@@ -57,3 +57,7 @@ class IngestError(EchoscreenError):
 
 class DatasiteError(EchoscreenError):
     """The data server, its PKI, grants or audit log, or a remote read cannot proceed."""
+
+
+class EvaluateError(EchoscreenError):
+    """A run's prediction files are missing or ill-formed, so it cannot be evaluated."""
