@@ -1,0 +1,138 @@
+"""``evaluate_run``: a run's prediction files in, ``metrics.json`` and ``report.html`` out."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from echoscreen.errors import EvaluateError
+from echoscreen.evaluate.predictions import (
+    RhdPredictions,
+    ViewPredictions,
+    config_task,
+    detect_task,
+    load_records,
+    parse_rhd,
+    parse_view,
+)
+from echoscreen.evaluate.summary import EvalConfig, rhd_metrics, view_metrics
+
+PLOTS = "plots"
+
+
+def _rhd_plots(pred: RhdPredictions, out: dict[str, Any], plots: Path) -> dict[str, str]:
+    from echoscreen.evaluate import plots as p
+
+    known = pred.label_index >= 0
+    y = (pred.label_index[known] > 0).astype(np.int64)
+    files: dict[str, str] = {}
+    if out["auroc"]["value"] is not None:
+        curves = {"attention": (y, pred.p_screen[known])}
+        curves.update({k: (y, v[known]) for k, v in pred.baselines.items()})
+        conf = out["confusion_screen"]
+        point = None
+        if conf is not None:
+            (tn, fp), (fn, tp) = conf["matrix"]
+            point = (fp / (fp + tn), tp / (tp + fn))
+        files["roc"] = p.roc_plot(curves, point, plots / "roc.png")
+        files["pr"] = p.pr_plot(y, pred.p_screen[known], plots / "pr.png")
+        files["subgroups"] = p.subgroup_plot(out["subgroups"], plots / "subgroups.png")
+        files["aggregation"] = p.aggregation_plot(out["aggregation"], plots / "aggregation.png")
+    cal = out["calibration"]
+    files["calibration"] = p.reliability_plot(
+        cal["curve"], cal["ece"]["value"], plots / "calibration.png", "P(screen-positive)"
+    )
+    c3 = out["confusion_3class"]
+    files["confusion_3class"] = p.confusion_plot(c3["labels"], c3["matrix"], "Three-class",
+                                                 plots / "confusion_3class.png")  # fmt: skip
+    if out["confusion_screen"] is not None:
+        cs = out["confusion_screen"]
+        files["confusion_screen"] = p.confusion_plot(
+            cs["labels"], cs["matrix"], "At the operating point", plots / "confusion_screen.png"
+        )
+    return files
+
+
+def _view_plots(pred: ViewPredictions, out: dict[str, Any], plots: Path) -> dict[str, str]:
+    from echoscreen.evaluate import plots as p
+
+    files: dict[str, str] = {}
+    cv, cd = out["confusion_view"], out["confusion_doppler"]
+    files["confusion_view"] = p.confusion_plot(cv["labels"], cv["matrix"], "Views",
+                                               plots / "confusion_view.png")  # fmt: skip
+    files["confusion_doppler"] = p.confusion_plot(cd["labels"], cd["matrix"], "Doppler",
+                                                  plots / "confusion_doppler.png")  # fmt: skip
+    cal = out["view_calibration"]
+    files["calibration"] = p.reliability_plot(
+        cal["curve"], cal["ece"]["value"], plots / "calibration.png", "top-view confidence"
+    )
+    if out["doppler"]["auroc"]["value"] is not None:
+        kd = pred.doppler >= 0
+        files["roc"] = p.roc_plot({"doppler": (pred.doppler[kd], pred.p_doppler[kd])}, None,
+                                  plots / "roc.png")  # fmt: skip
+    return files
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe copy: NaN/inf become None, numpy scalars become Python numbers."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def evaluate_run(run: Path, split: str = "test", cfg: EvalConfig | None = None) -> dict[str, Any]:
+    """Evaluate ``RUN/predictions_{split}.json``; write ``metrics.json`` and ``report.html``.
+
+    The operating point (rhd task) is chosen on ``RUN/predictions_val.json``. The task is
+    the ``task`` in ``RUN/config.json`` or, failing that, told from the records.
+
+    Args:
+        run: the run folder that ``echoscreen train`` wrote.
+        split: the split to report on ("test" by default; "val" reports on validation).
+        cfg: bootstrap size/seed, sensitivity target and calibration bins.
+
+    Returns:
+        The metrics written to ``metrics.json`` (see docs/evaluate.md).
+
+    Raises:
+        EvaluateError: the run folder or a prediction file is missing or ill-formed.
+    """
+    from echoscreen.evaluate.report import write_report
+
+    cfg = cfg or EvalConfig()
+    run = Path(run)
+    if not run.is_dir():
+        raise EvaluateError(f"run folder {run} does not exist; pass the --run folder of a training")
+    test_path = run / f"predictions_{split}.json"
+    records = load_records(test_path)
+    task = detect_task(records, config_task(run))
+    head: dict[str, Any] = {"task": task, "split": split, "run": str(run),
+                            "bootstrap": {"n": cfg.n_boot, "seed": cfg.seed,
+                                          "method": "stratified percentile bootstrap"}}  # fmt: skip
+    plots = run / PLOTS
+    plots.mkdir(exist_ok=True)
+    if task == "rhd":
+        test = parse_rhd(test_path, records)
+        val_path = run / "predictions_val.json"
+        val = parse_rhd(val_path, load_records(val_path))
+        out = _clean({**head, **rhd_metrics(val, test, cfg)})
+        files = _rhd_plots(test, out, plots)
+    else:
+        views = parse_view(test_path, records)
+        out = _clean({**head, **view_metrics(views, cfg)})
+        files = _view_plots(views, out, plots)
+    out["plots"] = {k: f"{PLOTS}/{v}" for k, v in files.items()}
+    out["report"] = "report.html"
+    (run / "metrics.json").write_text(json.dumps(out, indent=2) + "\n")
+    write_report(out, run / "report.html")
+    return dict(out)
