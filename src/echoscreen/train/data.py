@@ -1,0 +1,261 @@
+"""Loaders of a training run: clip batches (view task) and study batches (rhd task).
+
+Splits are the catalog's patient-level ``train``/``val``/``test`` (``site split``).
+The training loader samples with a ``DistributedSampler`` in every case (one
+replica when not distributed), so the order of epoch ``e`` is a function of
+``(seed, e)`` alone: a resumed run sees the same batches, and N processes with
+batch B see together what one process with batch N*B sees.
+
+A study batch is a dict: ``clips`` uint8 ``(B, N, 3, T, S, S)`` (zero padded),
+``mask`` bool ``(B, N)`` (True = real clip), ``views`` long ``(B, N)`` (index in
+``VIEWS``), ``label_index`` long ``(B,)``, and lists ``study``, ``sex``,
+``age_years``, ``clip_ids``. Its clips are fetched through the
+:class:`~echoscreen.data.ClipDataset`, so remote prefetching and caching apply.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
+
+from echoscreen.data import ClipDataset, ClipInfo, LocalSite, PrefetchBatchSampler, RemoteSite
+from echoscreen.data.sources import SiteSource
+from echoscreen.errors import ConfigError
+from echoscreen.models import RHD_VIEWS, VIEWS
+from echoscreen.train.config import TrainConfig
+
+SPLITS = ("train", "val", "test")
+
+
+def select_clips(clips: Sequence[ClipInfo], max_clips: int, seed: int) -> list[ClipInfo]:
+    """The clips of one study the rhd model reads (deterministic for a seed).
+
+    Keeps clips whose view is in ``RHD_VIEWS``; orders each view's clips colour
+    Doppler first (ties shuffled by ``seed`` and the study), then takes them round
+    robin over the views so that as many views as possible are covered.
+
+    Args:
+        clips: one study's clips.
+        max_clips: most clips to keep.
+        seed: seed of the tie-breaking shuffle.
+
+    Returns:
+        up to ``max_clips`` clips, in view order.
+    """
+    by_view: dict[str, list[ClipInfo]] = {v: [] for v in RHD_VIEWS}
+    for c in sorted(clips, key=lambda c: c.id):
+        if c.view in by_view:
+            by_view[c.view].append(c)
+    for view, group in by_view.items():
+        study = group[0].study if group else ""
+        random.Random(f"{seed}:{study}:{view}").shuffle(group)
+        group.sort(key=lambda c: not c.doppler)  # stable: Doppler first, shuffled within
+    chosen: list[ClipInfo] = []
+    rank = 0
+    while len(chosen) < max_clips and any(len(g) > rank for g in by_view.values()):
+        for view in RHD_VIEWS:
+            if rank < len(by_view[view]) and len(chosen) < max_clips:
+                chosen.append(by_view[view][rank])
+        rank += 1
+    return chosen
+
+
+@dataclass(frozen=True)
+class StudyEntry:
+    """One study of a :class:`StudyDataset`: its chosen clips (indices into the ClipDataset)."""
+
+    study: str
+    label_index: int
+    sex: str
+    age_years: float
+    clip_indices: tuple[int, ...]
+    views: tuple[int, ...]
+
+
+class StudyDataset(Dataset[dict[str, Any]]):
+    """Studies of a split, each as up to ``max_clips`` RHD-view clips padded to ``max_clips``.
+
+    Studies without a label or without any clip of an RHD view are left out
+    (:attr:`skipped` counts them).
+
+    Args:
+        clips: the split's clips.
+        max_clips: N, the padded clip count.
+        seed: seed of the clip choice (see :func:`select_clips`).
+    """
+
+    def __init__(self, clips: ClipDataset, max_clips: int, seed: int) -> None:
+        self.clips, self.max_clips = clips, max_clips
+        index = {c.id: i for i, c in enumerate(clips.clips)}
+        groups: dict[str, list[ClipInfo]] = {}
+        for c in clips.clips:
+            groups.setdefault(c.study, []).append(c)
+        self.studies: list[StudyEntry] = []
+        self.skipped = 0
+        for study in sorted(groups):
+            members = groups[study]
+            chosen = select_clips(members, max_clips, seed)
+            first = members[0]
+            label = LABELS_INDEX.get(first.label or "", -1)
+            if not chosen or label < 0:
+                self.skipped += 1
+                continue
+            self.studies.append(StudyEntry(
+                study, label, first.sex or "",
+                float("nan") if first.age_years is None else float(first.age_years),
+                tuple(index[c.id] for c in chosen), tuple(VIEWS.index(str(c.view)) for c in chosen),
+            ))  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.studies)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.__getitems__([i])[0]
+
+    def prefetch(self, indices: Sequence[int]) -> None:
+        """Start fetching the clips of these studies."""
+        self.clips.prefetch([j for i in indices for j in self.studies[int(i)].clip_indices])
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """Study items for many indices, their clips fetched in one request."""
+        entries = [self.studies[int(i)] for i in indices]
+        flat = [j for e in entries for j in e.clip_indices]
+        tensors = iter([t for t, _ in self.clips.__getitems__(flat)])
+        out = []
+        for e in entries:
+            real = [next(tensors) for _ in e.clip_indices]
+            n = len(real)
+            clips = torch.zeros((self.max_clips, *real[0].shape), dtype=torch.uint8)
+            clips[:n] = torch.stack(real)
+            mask = torch.zeros(self.max_clips, dtype=torch.bool)
+            mask[:n] = True
+            views = torch.zeros(self.max_clips, dtype=torch.long)
+            views[:n] = torch.tensor(e.views)
+            ids = [self.clips.clips[j].id for j in e.clip_indices]
+            out.append({"clips": clips, "mask": mask, "views": views, "study": e.study,
+                        "label_index": e.label_index, "sex": e.sex, "age_years": e.age_years,
+                        "clip_ids": ids})  # fmt: skip
+        return out
+
+
+LABELS_INDEX = {"normal": 0, "borderline": 1, "definite": 2}
+
+
+def collate_studies(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack study items into a batch (see the module docstring)."""
+    return {
+        "clips": torch.stack([it["clips"] for it in items]),
+        "mask": torch.stack([it["mask"] for it in items]),
+        "views": torch.stack([it["views"] for it in items]),
+        "label_index": torch.tensor([it["label_index"] for it in items], dtype=torch.long),
+        **{k: [it[k] for it in items] for k in ("study", "sex", "age_years", "clip_ids")},
+    }
+
+
+@dataclass
+class Loaders:
+    """The three loaders of a run and what the loss weights are computed from.
+
+    Attributes:
+        train, val, test: loaders (val/test in catalog order, not sharded).
+        sampler: the training sampler (call ``set_epoch`` each epoch).
+        train_set: the training Dataset (ClipDataset or StudyDataset).
+        datasets: the ClipDatasets by split (closed by :meth:`close`).
+    """
+
+    train: DataLoader[Any]
+    val: DataLoader[Any]
+    test: DataLoader[Any]
+    sampler: DistributedSampler[Any]
+    train_set: Dataset[Any]
+    datasets: dict[str, ClipDataset]
+
+    def close(self) -> None:
+        """Stop fetching threads and close the source."""
+        for ds in self.datasets.values():
+            ds.close()
+
+
+def open_source(cfg: TrainConfig) -> SiteSource:
+    """The site source of ``cfg.data``: a LocalSite or a RemoteSite."""
+    if cfg.remote:
+        assert cfg.identity is not None  # validated by TrainConfig
+        return cast(SiteSource, RemoteSite(cfg.data, cfg.identity))
+    return cast(SiteSource, LocalSite(Path(cfg.data)))
+
+
+class StudyPrefetch(Sampler[list[int]]):
+    """Batches of study indices; the clips of the next ``depth`` batches are fetched ahead.
+
+    Args:
+        batches: a batch sampler over a :class:`StudyDataset`.
+        dataset: the studies (its :meth:`StudyDataset.prefetch` is called ahead).
+        depth: batches fetched ahead of the one being consumed.
+    """
+
+    def __init__(self, batches: BatchSampler, dataset: StudyDataset, depth: int = 2) -> None:
+        self.batches, self.dataset, self.depth = batches, dataset, depth
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        ahead: list[list[int]] = []
+        for batch in self.batches:
+            ahead.append(list(batch))
+            self.dataset.prefetch(ahead[-1])
+            if len(ahead) > self.depth:
+                yield ahead.pop(0)
+        yield from ahead
+
+
+def _loader(ds: Dataset[Any], batch_size: int, sampler: Sampler[int]) -> DataLoader[Any]:
+    batches = BatchSampler(sampler, batch_size, False)
+    if isinstance(ds, StudyDataset):
+        return DataLoader(ds, batch_sampler=StudyPrefetch(batches, ds), num_workers=0,
+                          collate_fn=collate_studies)  # fmt: skip
+    assert isinstance(ds, ClipDataset)
+    return DataLoader(ds, batch_sampler=PrefetchBatchSampler(batches, ds), num_workers=0)
+
+
+def build_loaders(cfg: TrainConfig, rank: int = 0, world: int = 1) -> Loaders:
+    """Datasets and loaders of the run's three splits.
+
+    Args:
+        cfg: the run config (``data``, ``dataset``, ``task``, ``batch_size``, ``seed``, ...).
+        rank, world: this process's place in a distributed run.
+
+    Raises:
+        ConfigError: the dataset has no training data (or no val data) for the task.
+        DatasiteError: the source cannot list or read the dataset.
+    """
+    source = open_source(cfg)
+    datasets = {s: ClipDataset(source, cfg.dataset, s) for s in SPLITS}
+    sets: dict[str, Dataset[Any]] = dict(datasets)
+    if cfg.task == "rhd":
+        sets = {s: StudyDataset(d, cfg.max_clips, cfg.seed) for s, d in datasets.items()}
+    for split in ("train", "val"):
+        if len(sets[split]) == 0:  # type: ignore[arg-type]
+            for ds in datasets.values():
+                ds.close()
+            raise ConfigError(
+                f"dataset {cfg.dataset!r} has no usable {split} "
+                f"{'studies' if cfg.task == 'rhd' else 'clips'}; split it with "
+                f"`echoscreen site split --dataset {cfg.dataset}` (and check its labels/views)"
+            )
+    sampler: DistributedSampler[Any] = DistributedSampler(
+        sets["train"], num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed
+    )
+    seq = {s: torch.utils.data.SequentialSampler(sets[s]) for s in ("val", "test")}  # type: ignore[arg-type]
+    return Loaders(
+        train=_loader(sets["train"], cfg.batch_size, sampler),
+        val=_loader(sets["val"], cfg.batch_size, seq["val"]),
+        test=_loader(sets["test"], cfg.batch_size, seq["test"]),
+        sampler=sampler, train_set=sets["train"], datasets=datasets,
+    )  # fmt: skip

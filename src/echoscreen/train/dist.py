@@ -1,0 +1,86 @@
+"""One code path for 1 and N processes: the distributed context of a run.
+
+Under ``torchrun`` the environment carries ``RANK``, ``WORLD_SIZE`` and
+``LOCAL_RANK``; :func:`distributed` then joins the process group (gloo on CPU,
+NCCL on CUDA). Without them it is a no-op and the run is rank 0 of 1.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as tdist
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process stands.
+
+    Attributes:
+        rank: global rank. world: number of processes. local_rank: rank on this host.
+        device: the torch device this rank computes on.
+        restarts: torchrun's restart count of this worker group (0 on the first start).
+    """
+
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+    restarts: int
+
+    @property
+    def main(self) -> bool:
+        """Whether this process writes files and shows progress (rank 0)."""
+        return self.rank == 0
+
+    @property
+    def launched(self) -> bool:
+        """Whether the process was started by torchrun (or another launcher setting RANK)."""
+        return self.world > 1 or "TORCHELASTIC_RUN_ID" in os.environ
+
+
+def read_env() -> DistEnv:
+    """The distributed context from the environment (single process if unset)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local % torch.cuda.device_count())
+    else:
+        device = torch.device("cpu")
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    return DistEnv(rank, world, local, device, restarts)
+
+
+@contextmanager
+def distributed(env: DistEnv) -> Iterator[DistEnv]:
+    """Join (and finally leave) the process group when ``env.world > 1``."""
+    if env.world == 1 or tdist.is_initialized():
+        yield env
+        return
+    if env.device.type == "cuda":
+        torch.cuda.set_device(env.device)
+    tdist.init_process_group("nccl" if env.device.type == "cuda" else "gloo")
+    try:
+        yield env
+    finally:
+        tdist.destroy_process_group()
+
+
+def barrier(env: DistEnv) -> None:
+    """Wait for every rank (no-op for one process)."""
+    if env.world > 1 and tdist.is_initialized():
+        tdist.barrier()
+
+
+def broadcast_flag(env: DistEnv, value: bool) -> bool:
+    """Rank 0's ``value`` on every rank."""
+    if env.world == 1:
+        return value
+    t = torch.tensor([int(value)], device=env.device)
+    tdist.broadcast(t, 0)
+    return bool(t.item())

@@ -1,0 +1,122 @@
+"""Clip transforms: stored ``uint8 (3, T, S, S)`` clips to model input ``float (3, T', S', S')``.
+
+Pure functions; randomness comes in as an explicit ``torch.Generator``. The
+generator of one clip in one epoch is derived from ``(seed, epoch, clip id)``
+(:func:`clip_generator`), so the augmentation a clip gets does not depend on the
+batch it lands in, the number of processes, or whether the run was resumed.
+
+No flips or rotations: they would change what view a clip shows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+import torch.nn.functional as F
+
+from echoscreen.models import to_input
+
+#: brightness shift (added) and contrast factor (multiplied) ranges of the jitter
+BRIGHTNESS = 0.08
+CONTRAST = 0.15
+
+
+def clip_generator(seed: int, epoch: int, key: str) -> torch.Generator:
+    """A generator seeded from ``(seed, epoch, key)`` (stable across processes and runs)."""
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{key}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+
+
+def frame_indices(total: int, frames: int, offset: int) -> torch.Tensor:
+    """Indices of ``frames`` frames out of ``total`` at a constant stride.
+
+    The stride is ``max(1, total // frames)``; a clip shorter than ``frames`` repeats
+    its frames (nearest neighbour in time).
+
+    Args:
+        total: frames in the stored clip (T).
+        frames: frames wanted (T').
+        offset: first index (clamped so the window fits).
+
+    Returns:
+        (T',) long indices in ``[0, total)``.
+    """
+    if total < frames:
+        return torch.linspace(0, total - 1, frames).round().long()
+    stride = max(1, total // frames)
+    span = (frames - 1) * stride + 1
+    start = min(max(0, offset), total - span)
+    return start + torch.arange(frames) * stride
+
+
+def max_offset(total: int, frames: int) -> int:
+    """Largest useful temporal offset for :func:`frame_indices`."""
+    if total < frames:
+        return 0
+    stride = max(1, total // frames)
+    return total - ((frames - 1) * stride + 1)
+
+
+def prepare(clip: torch.Tensor, frames: int, size: int, offset: int | None = None) -> torch.Tensor:
+    """Deterministic model input of one stored clip (what evaluation and screening use).
+
+    Args:
+        clip: ``uint8 (3, T, S, S)``.
+        frames: T' frames to keep (centred window unless ``offset`` is given).
+        size: S' output side; bilinear resize when S' != S.
+        offset: first frame of the window.
+
+    Returns:
+        ``float32 (3, T', S', S')`` in [0, 1].
+    """
+    if clip.dim() != 4 or clip.shape[0] != 3:
+        raise ValueError(f"expected a (3, T, S, S) clip, got shape {tuple(clip.shape)}")
+    total = clip.shape[1]
+    if offset is None:
+        offset = max_offset(total, frames) // 2
+    x = to_input(clip.index_select(1, frame_indices(total, frames, offset))[None])[0]
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x.transpose(0, 1), size=(size, size), mode="bilinear",
+                          align_corners=False, antialias=True).transpose(0, 1)  # fmt: skip
+    return x.contiguous()
+
+
+def augment(clip: torch.Tensor, frames: int, size: int, gen: torch.Generator) -> torch.Tensor:
+    """Training input of one stored clip: random temporal offset, brightness/contrast jitter.
+
+    Args:
+        clip: ``uint8 (3, T, S, S)``.
+        frames: T'. size: S'.
+        gen: the clip's generator (see :func:`clip_generator`).
+
+    Returns:
+        ``float32 (3, T', S', S')`` in [0, 1].
+    """
+    hi = max_offset(clip.shape[1], frames)
+    offset = int(torch.randint(0, hi + 1, (1,), generator=gen))
+    x = prepare(clip, frames, size, offset)
+    u = torch.rand(2, generator=gen) * 2 - 1
+    contrast, brightness = 1 + CONTRAST * float(u[0]), BRIGHTNESS * float(u[1])
+    mean = x.mean()
+    return ((x - mean) * contrast + mean + brightness).clamp_(0.0, 1.0)
+
+
+def transform_batch(clips: torch.Tensor, keys: list[str], *, frames: int, size: int,
+                    seed: int, epoch: int, train: bool) -> torch.Tensor:  # fmt: skip
+    """Transform a batch of stored clips.
+
+    Args:
+        clips: ``uint8 (B, 3, T, S, S)``.
+        keys: one id per clip (seeds its augmentation).
+        frames, size: model input T' and S'.
+        seed, epoch: with the key, seed the augmentation.
+        train: augment (else :func:`prepare` only).
+
+    Returns:
+        ``float32 (B, 3, T', S', S')``.
+    """
+    if not train:
+        return torch.stack([prepare(c, frames, size) for c in clips])
+    return torch.stack([augment(c, frames, size, clip_generator(seed, epoch, k))
+                        for c, k in zip(clips, keys, strict=True)])  # fmt: skip
