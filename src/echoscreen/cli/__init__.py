@@ -12,7 +12,7 @@ import sys
 import typer
 
 from echoscreen import __version__
-from echoscreen.cli import datasite, evaluate, files, ingest, site
+from echoscreen.cli import datasite, evaluate, files, ingest, site, train
 from echoscreen.cli.common import console, out
 from echoscreen.errors import EchoscreenError
 
@@ -49,6 +49,7 @@ app.command("listen")(ingest.listen_command)
 app.add_typer(site.site_app, name="site")
 app.add_typer(datasite.pki_app, name="pki")
 app.add_typer(datasite.datasite_app, name="datasite")
+app.add_typer(train.train_app, name="train")
 app.command("evaluate")(evaluate.evaluate_command)
 
 
