@@ -12,9 +12,11 @@ Item ``i`` is ``(tensor, meta)``:
 
 Reads go through a byte-bounded in-memory LRU cache and a thread pool:
 :meth:`ClipDataset.prefetch` starts fetching clips before they are asked for, in
-batches of the source's ``max_batch``. :class:`PrefetchBatchSampler` calls it for
-the next ``depth`` batches of any batch sampler, and :func:`make_loader` builds a
-DataLoader that uses it (and ``__getitems__``, so one batch is one request).
+requests of at most the source's ``max_batch`` clips. :class:`PrefetchBatchSampler`
+calls it for the batches ahead of the one being consumed, grouping several loader
+batches into one request of about ``request_bytes`` (a data server's per-request
+cost - identity checks, grant query, audit commit - is then shared by more clips),
+and :func:`make_loader` builds a DataLoader that uses it (and ``__getitems__``).
 Nothing is written to disk.
 """
 
@@ -58,13 +60,16 @@ class ClipDataset(Dataset[Item]):
         cache_bytes: bound of the in-memory cache (0: no cache; prefetch then only
             overlaps requests within one ``__getitems__``).
         workers: threads fetching in parallel.
+        request_bytes: about how many bytes of clips one prefetch request asks for
+            (see :meth:`request_clips`).
     """
 
     def __init__(self, source: SiteSource, dataset: str, split: str | None, *,
                  transform: Transform | None = None, cache_bytes: int = 512 << 20,
-                 workers: int = 4) -> None:  # fmt: skip
+                 workers: int = 4, request_bytes: int = 24 << 20) -> None:  # fmt: skip
         self.source, self.dataset, self.split = source, dataset, split
         self.transform, self.cache_bytes, self.workers = transform, cache_bytes, workers
+        self.request_bytes = request_bytes
         self.clips: list[ClipInfo] = source.clips(dataset, split)
         self._setup()
 
@@ -75,7 +80,8 @@ class ClipDataset(Dataset[Item]):
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
-        keep = ("source", "dataset", "split", "transform", "cache_bytes", "workers", "clips")
+        keep = ("source", "dataset", "split", "transform", "cache_bytes", "workers",
+                "request_bytes", "clips")
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -97,6 +103,20 @@ class ClipDataset(Dataset[Item]):
             t: Any = torch.from_numpy(np.array(arr))  # a private, writable copy
             out.append((self.transform(t) if self.transform else t, clip_meta(c)))
         return out
+
+    def request_clips(self, batch_size: int) -> int:
+        """Clips per prefetch request when loader batches hold ``batch_size`` clips.
+
+        About ``request_bytes`` of the largest clip, at most a quarter of the cache (so
+        clips fetched ahead are not evicted before they are used) and at most the
+        source's ``max_batch``; never fewer than ``batch_size`` (nor 1). Without a cache
+        it is ``batch_size``: clips fetched ahead would have nowhere to wait.
+        """
+        if self.cache_bytes <= 0 or not self.clips:
+            return max(1, batch_size)
+        clip = max(int(np.prod(c.shape)) for c in self.clips)
+        want = min(self.request_bytes, self.cache_bytes // 4) // max(1, clip)
+        return max(1, batch_size, min(int(want), self.source.max_batch))
 
     @property
     def pool(self) -> ThreadPoolExecutor:
@@ -171,12 +191,16 @@ class ClipDataset(Dataset[Item]):
 
 
 class PrefetchBatchSampler(Sampler[list[int]]):
-    """Wraps a batch sampler so the dataset fetches the next ``depth`` batches ahead.
+    """Wraps a batch sampler so the dataset fetches ahead, several batches per request.
+
+    Indices of upcoming batches are gathered until they make one request of
+    :meth:`ClipDataset.request_clips` clips, which is then started; batches are
+    yielded ``depth`` batches (plus one request's worth) behind the wrapped sampler.
 
     Args:
         batches: any sampler yielding lists of indices (e.g. ``BatchSampler``).
         dataset: the :class:`ClipDataset` to prefetch into.
-        depth: batches to keep on their way.
+        depth: batches to keep on their way beyond the one being grouped.
     """
 
     def __init__(self, batches: Iterable[list[int]], dataset: ClipDataset, depth: int = 2) -> None:
@@ -193,12 +217,26 @@ class PrefetchBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         ahead: list[list[int]] = []
-        it = iter(self.batches)
-        for batch in it:
-            ahead.append(list(batch))
-            self.dataset.prefetch(ahead[-1])
-            if len(ahead) > self.depth:
-                yield ahead.pop(0)
+        pending: list[int] = []  # indices gathered for the next request, not yet started
+        group = lead = 0
+        for batch in self.batches:
+            batch = list(batch)
+            if not group:
+                group = self.dataset.request_clips(len(batch))
+                lead = self.depth + -(-group // max(1, len(batch)))
+            ahead.append(batch)
+            pending += batch
+            if len(pending) >= group:
+                self.dataset.prefetch(pending)
+                pending = []
+            if len(ahead) > lead:
+                out = ahead.pop(0)
+                if pending and not set(pending).isdisjoint(out):  # due now: start it
+                    self.dataset.prefetch(pending)
+                    pending = []
+                yield out
+        if pending:
+            self.dataset.prefetch(pending)
         yield from ahead
 
 
