@@ -74,7 +74,7 @@ def reliability_plot(curve: list[dict[str, Any]], ece: float | None, path: Path,
 def confusion_plot(labels: list[str], matrix: list[list[int]], title: str, path: Path) -> str:
     """Confusion matrix as a heat map with counts (rows true, columns predicted)."""
     k = len(labels)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.65 * k, 1.0 + 0.6 * k))
+    fig, ax = plt.subplots(figsize=(max(3.2, 1.4 + 0.65 * k), max(3.0, 1.2 + 0.6 * k)))
     a = np.array(matrix)
     ax.imshow(a, cmap="Blues")
     for i in range(k):

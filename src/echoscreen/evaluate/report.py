@@ -74,8 +74,11 @@ def _subgroups(m: dict[str, Any]) -> str:
 
 
 def _rhd_body(m: dict[str, Any]) -> str:
-    rows = [[k, fmt(m[k])] for k in ("auroc", "average_precision", "sensitivity", "specificity",
-                                      "accuracy_3class")]  # fmt: skip
+    names = {"auroc": "AUROC", "average_precision": "average precision",
+             "sensitivity": "sensitivity at the operating point",
+             "specificity": "specificity at the operating point",
+             "accuracy_3class": "three-class accuracy"}  # fmt: skip
+    rows = [[v, fmt(m[k])] for k, v in names.items()]
     rows.append(["ECE", fmt(m["calibration"]["ece"])])
     agg = [
         [

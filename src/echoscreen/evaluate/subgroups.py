@@ -77,11 +77,17 @@ def parity_gap(groups: dict[str, dict[str, Any]], rate: str) -> dict[str, Any]:
             "groups_compared": sorted(vals)}  # fmt: skip
 
 
+def _group_order(g: str) -> tuple[bool, int, str]:
+    """Named groups first, age bands by their lower bound ("5-9" before "10-14")."""
+    lead = g.split("-")[0]
+    return g in (UNKNOWN, "other"), int(lead) if lead.isdigit() else 0, g
+
+
 def subgroup_table(
     y: IntArray, scores: FloatArray, labels: list[str], threshold: float | None
 ) -> dict[str, Any]:
     """Metrics per distinct label in ``labels`` (one per study) plus FNR and FPR parity gaps."""
-    names = sorted(set(labels), key=lambda g: (g in (UNKNOWN, "other"), g))
+    names = sorted(set(labels), key=_group_order)
     arr = np.array(labels)
     groups = {g: group_metrics(y[arr == g], scores[arr == g], threshold) for g in names}
     return {
