@@ -33,7 +33,8 @@ def rhd_records(n: int, seed: int, positives: bool = True) -> list[dict[str, Any
         clips = [float(np.clip(p + rng.normal(0, 0.2), 0, 1)) for _ in range(4)]
         records.append({
             "study": f"s{seed}-{i:03d}", "label_index": label, "p_screen": p, "p3": _clip(p3),
-            "sex": "F" if i % 2 else "M", "age_years": int(5 + i % 15), "clips": 4,
+            "sex": "F" if i % 2 else "M", "age_years": int(5 + i % 15),
+            "clips": [f"c{i}-{k}" for k in range(4)],
             "p_clip_mean": float(np.mean(clips)),
             "p_clip_vote": float(np.mean(np.array(clips) > 0.5)),
             "p_clip_max": float(np.max(clips)),

@@ -68,9 +68,9 @@ def _bad(path: Path, what: str) -> EvaluateError:
 
 def _prob(path: Path, i: int, key: str, value: Any) -> float:
     ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or not 0.0 <= value <= 1.0:
+    if not ok or not math.isfinite(value) or not -1e-6 <= value <= 1.0 + 1e-6:
         raise _bad(path, f"record {i}: {key!r} must be a probability in [0, 1], got {value!r}")
-    return float(value)
+    return min(1.0, max(0.0, float(value)))  # float32 rounding may step a hair outside
 
 
 def _probs(path: Path, i: int, key: str, value: Any, k: int) -> list[float]:
