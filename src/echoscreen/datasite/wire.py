@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
+import threading
 from collections.abc import Iterable
 
 import numpy as np
@@ -25,6 +27,13 @@ NPY_TYPE = "application/x-npy"
 BATCH_TYPE = "application/x-echoscreen-clips"
 _LEN = struct.Struct(">I")
 _MAX_HEADER = 4096
+#: the header ``np.save`` writes for a C-ordered uint8 array (parsed without ``ast``)
+_NPY_U1 = re.compile(
+    rb"\x93NUMPY\x01\x00(..)\{'descr': '\|u1', 'fortran_order': False, "
+    rb"'shape': \((\d+(?:, \d+)*,?|)\), \} *\n", re.DOTALL)
+#: numpy's header parser calls ``ast.literal_eval``, which is not thread-safe on
+#: CPython 3.11 ("AST constructor recursion depth mismatch"); serialise that fallback
+_AST_LOCK = threading.Lock()
 
 
 class WireError(ValueError):
@@ -37,7 +46,16 @@ def npy_header(buf: bytes | memoryview) -> tuple[tuple[int, ...], int]:
     Raises:
         WireError: not an ``.npy`` 1.0/2.0 buffer of C-ordered ``uint8``.
     """
-    f = io.BytesIO(bytes(buf[:_MAX_HEADER]))
+    head = bytes(buf[:_MAX_HEADER])
+    m = _NPY_U1.match(head)
+    if m is not None and int.from_bytes(m[1], "little") + 10 == m.end():
+        return tuple(int(d) for d in m[2].split(b",") if d.strip()), m.end()
+    with _AST_LOCK:
+        return _npy_header_numpy(head)
+
+
+def _npy_header_numpy(head: bytes) -> tuple[tuple[int, ...], int]:
+    f = io.BytesIO(head)
     try:
         version = np.lib.format.read_magic(f)
         if version == (1, 0):
