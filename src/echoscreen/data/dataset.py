@@ -81,7 +81,7 @@ class ClipDataset(Dataset[Item]):
 
     def __getstate__(self) -> dict[str, Any]:
         keep = ("source", "dataset", "split", "transform", "cache_bytes", "workers",
-                "request_bytes", "clips")
+                "request_bytes", "clips")  # fmt: skip
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -43,6 +43,10 @@ class _Stale(Exception):
     """A pooled socket the server closed before answering (retried once, fresh)."""
 
 
+class Truncated(ConnectionError):
+    """The server closed the connection before the whole answer arrived."""
+
+
 class BlockConnections:
     """Keep-alive TLS sockets for bulk answers, read in large blocks (thread-safe).
 
@@ -98,6 +102,8 @@ class BlockConnections:
             except (ConnectionError, ssl.SSLEOFError, ssl.SSLZeroReturnError, _Stale) as exc:
                 sock.close()
                 if not reused:
+                    if isinstance(exc, ConnectionError):
+                        raise
                     raise ConnectionError(str(exc) or "connection closed") from exc
                 sock, reused = None, False
             except BaseException:
@@ -138,7 +144,7 @@ class BlockConnections:
         while have < len(body):
             n = sock.recv_into(view[have:], min(_BLOCK, len(body) - have))
             if n == 0:
-                raise ConnectionError("connection closed mid-body")
+                raise Truncated(f"connection closed after {have} of {len(body)} body bytes")
             have += n
         return status, headers, body
 
@@ -293,6 +299,11 @@ class RemoteSite:
         for attempt in range(self.retries + 1):
             try:
                 status, headers, data = self.blocks.post(path, body, "application/json")
+            except Truncated as exc:
+                raise DatasiteError(
+                    f"the data server at {self.url} cut its answer short ({exc}); nothing of "
+                    "it is used: retry, and check that the server is running"
+                ) from exc
             except (OSError, ValueError, IndexError) as exc:
                 raise DatasiteError(
                     f"cannot talk to the data server at {self.url} ({exc.__class__.__name__}: "

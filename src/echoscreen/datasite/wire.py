@@ -30,7 +30,7 @@ _MAX_HEADER = 4096
 #: the header ``np.save`` writes for a C-ordered uint8 array (parsed without ``ast``)
 _NPY_U1 = re.compile(
     rb"\x93NUMPY\x01\x00(..)\{'descr': '\|u1', 'fortran_order': False, "
-    rb"'shape': \((\d+(?:, \d+)*,?|)\), \} *\n", re.DOTALL)
+    rb"'shape': \((\d+(?:, \d+)*,?|)\), \} *\n", re.DOTALL)  # fmt: skip
 #: numpy's header parser calls ``ast.literal_eval``, which is not thread-safe on
 #: CPython 3.11 ("AST constructor recursion depth mismatch"); serialise that fallback
 _AST_LOCK = threading.Lock()
