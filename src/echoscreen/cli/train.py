@@ -19,7 +19,11 @@ train_app = typer.Typer(
     no_args_is_help=True,
 )
 
-_RUN = typer.Option(..., "--run", help="Run folder (config, metrics, checkpoints, predictions).")
+_RUN = typer.Option(
+    ..., "--run", "--run-dir",
+    help="Run folder (config, metrics, checkpoints, predictions). Under torchrun write "
+    "--run-dir: torchrun's own parser takes --run for an abbreviation of its --run-path.",
+)
 _DATA = typer.Option(None, "--data", help="Site folder, or https:// URL of a data server.")
 _IDENTITY = typer.Option(None, "--identity", help="Client identity folder (remote --data).")
 _DATASET = typer.Option(None, "--dataset", help="Dataset name (see `site ls`).")
@@ -32,6 +36,7 @@ _FRAMES = typer.Option(None, "--frames", help="Frames fed to the model (default 
 _SIZE = typer.Option(None, "--size", help="Image side in pixels fed to the model (default 64).")
 _SEED = typer.Option(None, "--seed", help="Seed of weights, order and augmentation (default 0).")
 _MODEL = typer.Option(None, "--model-size", help="small (CPU) or large (GPU) (default small).")
+_DROPOUT = typer.Option(None, "--dropout", help="Dropout before the heads (default 0.1).")
 _MAXCLIPS = typer.Option(None, "--max-clips", help="Most clips read per study (rhd) (default 8).")
 _RESUME = typer.Option(False, "--resume", help="Continue RUN from its last checkpoint.")
 _QUIET = typer.Option(False, "--no-progress", help="No progress bars.")
@@ -63,11 +68,12 @@ def _command(task: str) -> Any:
         run: Path = _RUN, data: str = _DATA, identity: Path = _IDENTITY, dataset: str = _DATASET,
         epochs: int = _EPOCHS, batch_size: int = _BATCH, lr: float = _LR, frames: int = _FRAMES,
         size: int = _SIZE, seed: int = _SEED, model_size: str = _MODEL, max_clips: int = _MAXCLIPS,
+        dropout: float = _DROPOUT,
         resume: bool = _RESUME, no_progress: bool = _QUIET,
     ) -> None:  # fmt: skip
         given = {"data": data, "identity": identity, "dataset": dataset, "epochs": epochs,
                  "batch_size": batch_size, "lr": lr, "frames": frames, "size": size, "seed": seed,
-                 "model_size": model_size, "max_clips": max_clips}  # fmt: skip
+                 "model_size": model_size, "max_clips": max_clips, "dropout": dropout}  # fmt: skip
         _train(task, run, resume, no_progress, given)
 
     command.__doc__ = {
