@@ -65,8 +65,8 @@ def build(cfg: ServerConfig, site: Site, verifier: AttestationVerifier | None = 
     config = uvicorn.Config(
         app, host=cfg.host, port=cfg.port, http=PeerCertH11Protocol, lifespan="off",
         ssl_context_factory=lambda _cfg, _default: ctx, log_level=cfg.log_level,
-        access_log=False, timeout_keep_alive=30,
-    )  # fmt: skip
+        access_log=False, timeout_keep_alive=30, loop="auto",
+    )  # fmt: skip  # loop="auto": uvloop's TLS transport where installed (a dependency)
     return uvicorn.Server(config)
 
 
