@@ -1,0 +1,56 @@
+"""``echoscreen train``: a tiny run end to end, clean errors for bad input, elastic restart.
+
+(Setting-by-setting validation is in test_config; these check that the CLI surfaces it.)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from tests.cli import fails, ok
+
+from echoscreen.train import TrainConfig, fit
+
+FAST = ["--frames", "8", "--size", "32", "--batch-size", "4", "--no-progress"]
+
+
+def test_train_and_resume(tiny_site: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = json.loads(ok("train", "view", "--data", str(tiny_site), "--dataset", "ph",
+                           "--run", str(run), "--epochs", "1", *FAST,
+                           env={"OMP_NUM_THREADS": "1"}))  # fmt: skip
+    assert result["epochs"] == 1 and "view_acc" in result["test"]
+    assert TrainConfig.load(run / "config.json").frames == 8
+    fails("train", "rhd", "--run", str(run), "--resume", match="is a 'view' run")
+    fails("train", "view", "--run", str(run), "--resume", "--lr", "0.1", match="drop --lr")
+    fails("train", "view", "--data", str(tiny_site), "--dataset", "ph", "--run", str(run),
+          "--epochs", "1", *FAST, match="already holds a trained run")  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (["--dataset", "ph"], "give --data"),
+    (["--data", "/no/such/site", "--dataset", "ph"], "neither a site folder"),
+    (["--data", "{site}", "--dataset", "nope"], "no dataset 'nope'"),
+    (["--data", "{site}", "--dataset", "ph", "--model-size", "huge"], "unknown model size"),
+    (["--resume"], "is this a run folder"),
+])  # fmt: skip
+def test_bad_input(tiny_site: Path, tmp_path: Path, args: list[str], match: str) -> None:
+    args = [a.replace("{site}", str(tiny_site)) for a in args]
+    fails("train", "view", "--run", str(tmp_path / "run"), *args, match=match)
+
+
+def test_unknown_task(tmp_path: Path) -> None:
+    fails("train", "segment", "--run", str(tmp_path), match="No such command")
+
+
+def test_elastic_restart_resumes(tiny_cfg: TrainConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = replace(tiny_cfg, epochs=2)
+    fit(cfg, progress=False, stop_after=1)  # the worker group died after epoch 1
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "restarted")  # what torchrun sets on a restart
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    assert fit(cfg, progress=False)["epochs"] == 2  # same command line, no --resume
+    lines = (cfg.run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in lines] == [1, 2]
