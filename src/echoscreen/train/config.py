@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -129,8 +130,11 @@ class TrainConfig:
         return d
 
     def save(self, path: Path) -> None:
-        """Write as pretty JSON to ``path``."""
-        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        """Write as pretty JSON to ``path`` atomically (other ranks may be reading it)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
