@@ -61,3 +61,11 @@ class DatasiteError(EchoscreenError):
 
 class EvaluateError(EchoscreenError):
     """A run's prediction files are missing or ill-formed, so it cannot be evaluated."""
+
+
+class RegistryError(EchoscreenError):
+    """A model package cannot be published or loaded (exists already, incomplete, tampered)."""
+
+
+class ScreenError(EchoscreenError):
+    """A study cannot be screened at all (path missing, nothing to read)."""

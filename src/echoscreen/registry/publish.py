@@ -1,0 +1,272 @@
+"""``publish``: two training runs (view + rhd) in, one immutable screening package out.
+
+Everything is written into a hidden temporary folder next to the target, checked
+(ONNX against torch), hashed into the MANIFEST, made read-only, and only then renamed
+to ``REGISTRY/NAME/VERSION``: a reader sees either no package or a complete one, and an
+existing version is never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from echoscreen.dicom.preprocess import PreprocessSpec
+from echoscreen.errors import EchoscreenError, RegistryError
+from echoscreen.models import LABELS, RHD_VIEWS, VIEWS, ModelConfig
+from echoscreen.registry.manifest import write_manifest
+from echoscreen.registry.package import FORMAT, PACKAGE_JSON, TASKS, check_name, package_dir
+
+#: the views that show each valve; a decision needs an evidence clip of each group
+REQUIRED_VIEWS: dict[str, tuple[str, ...]] = {
+    "mitral valve": ("plax", "psax_mv", "a4c"),
+    "aortic valve": ("plax", "psax_av", "a5c"),
+}
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    """What to publish and how.
+
+    Attributes:
+        rhd_run: run folder of an ``echoscreen train rhd`` run.
+        view_run: run folder of an ``echoscreen train view`` run.
+        registry: the registry folder (created if missing).
+        name, version: the package is ``REGISTRY/NAME/VERSION``.
+        min_view_confidence: a clip is RHD evidence only if its predicted view (one of
+            RHD_VIEWS) has at least this softmax probability.
+        tolerance: largest |torch - onnxruntime| output difference accepted.
+        spec: how DICOM becomes stored clips; None reads the clip shape from the runs'
+            local site (fps 30, the ingest default).
+    """
+
+    rhd_run: Path
+    view_run: Path
+    registry: Path
+    name: str
+    version: str
+    min_view_confidence: float = 0.5
+    tolerance: float = 1e-4
+    spec: PreprocessSpec | None = None
+
+
+def read_run(run: Path, task: str) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """``(train config dict, best state_dict, best epoch)`` of a finished run.
+
+    Raises:
+        RegistryError: not a run folder, wrong task, or no ``best.pt``.
+    """
+    import torch
+
+    run = Path(run)
+    try:
+        cfg: dict[str, Any] = json.loads((run / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RegistryError(f"{run} is not a training run folder (config.json: {exc}); "
+                            f"pass the --run folder of `echoscreen train {task}`") from exc  # fmt: skip
+    if cfg.get("task") != task:
+        raise RegistryError(f"{run} is a {cfg.get('task')!r} run but a {task!r} run is needed "
+                            "here (publish RHD_RUN --view-run VIEW_RUN)")  # fmt: skip
+    if not (run / "best.pt").is_file():
+        raise RegistryError(f"{run} has no best.pt: let the training finish (or --resume it)")
+    best = torch.load(run / "best.pt", map_location="cpu", weights_only=False)
+    return cfg, best["model"], int(best.get("epoch", 0))
+
+
+def model_config(cfg: dict[str, Any]) -> ModelConfig:
+    """The ModelConfig ``fit`` builds from a run's TrainConfig dict."""
+    return ModelConfig(size=cfg.get("model_size", "small"), frames=int(cfg["frames"]),
+                       image=int(cfg["size"]), dropout=float(cfg.get("dropout", 0.1)))  # fmt: skip
+
+
+def stored_spec(cfgs: list[dict[str, Any]], given: PreprocessSpec | None) -> PreprocessSpec:
+    """The PreprocessSpec of the stored clips the runs trained on (the same for both)."""
+    if given is not None:
+        return given
+    from echoscreen.data import LocalSite
+
+    shapes = set()
+    for cfg in cfgs:
+        data = str(cfg["data"])
+        if data.startswith(("https://", "http://")) or not Path(data).is_dir():
+            raise RegistryError(f"cannot read the clip shape of {data!r} from here; give "
+                                "--clip-frames and --clip-size (as ingested)")  # fmt: skip
+        clips = LocalSite(Path(data)).clips(str(cfg["dataset"]), None)
+        if not clips:
+            raise RegistryError(f"dataset {cfg['dataset']!r} of {data} has no clips")
+        shapes.add(tuple(clips[0].shape))
+    if len(shapes) != 1:
+        raise RegistryError(f"the two runs trained on clips of different shapes {sorted(shapes)}; "
+                            "train both on the same ingested dataset")  # fmt: skip
+    _, frames, size, _ = shapes.pop()
+    return PreprocessSpec(size=int(size), frames=int(frames))
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def run_metrics(run: Path, task: str) -> dict[str, Any]:
+    """The run's ``metrics.json`` (from ``echoscreen evaluate``), else computed in memory.
+
+    The in-memory path evaluates ``predictions_test.json`` with the operating point chosen
+    on ``predictions_val.json`` (default :class:`EvalConfig`), writing nothing into the run.
+
+    Raises:
+        RegistryError: neither metrics.json nor usable prediction files.
+    """
+    path = Path(run) / "metrics.json"
+    if path.is_file():
+        metrics: dict[str, Any] = json.loads(path.read_text())
+        if metrics.get("task") == task:
+            return metrics
+    from echoscreen.evaluate.predictions import load_records, parse_rhd, parse_view
+    from echoscreen.evaluate.summary import EvalConfig, rhd_metrics, view_metrics
+
+    cfg, test = EvalConfig(), Path(run) / "predictions_test.json"
+    try:
+        if task == "rhd":
+            val = Path(run) / "predictions_val.json"
+            out = rhd_metrics(parse_rhd(val, load_records(val)),
+                              parse_rhd(test, load_records(test)), cfg)  # fmt: skip
+        else:
+            out = view_metrics(parse_view(test, load_records(test)), cfg)
+    except EchoscreenError as exc:
+        raise RegistryError(f"cannot evaluate {run} ({exc}); run `echoscreen evaluate {run}` "
+                            "first") from exc  # fmt: skip
+    return {"task": task, "split": "test", "run": str(run), **_jsonable(out)}
+
+
+def export_checked(model: Any, task: str, mcfg: ModelConfig, path: Path, tol: float) -> float:
+    """Export ``model`` to ONNX and compare with torch on two input shapes.
+
+    Returns:
+        The largest |torch - onnxruntime| difference seen.
+
+    Raises:
+        RegistryError: the difference exceeds ``tol`` (nothing is published).
+    """
+    from echoscreen.models.onnx import check_onnx, example_inputs, export_onnx
+
+    export_onnx(model, task, mcfg, path)
+    worst = max(check_onnx(model, task, path, example_inputs(task, mcfg, batch=2, clips=3)),
+                check_onnx(model, task, path, example_inputs(task, mcfg, 1, 5, seed=1)))  # fmt: skip
+    if not worst <= tol:
+        raise RegistryError(f"the ONNX export of the {task} model disagrees with torch by {worst:.2e} "
+                            f"(> tolerance {tol:.0e}); not published")  # fmt: skip
+    return worst
+
+
+def _write_model(tmp: Path, task: str, run: Path, tol: float) -> dict[str, Any]:
+    """Write one model's files into ``tmp/task/``; return its package.json entry."""
+    import torch
+
+    from echoscreen.models import create_model
+
+    cfg, state, epoch = read_run(run, task)
+    mcfg = model_config(cfg)
+    model = create_model(task, mcfg)
+    model.load_state_dict(state)
+    model.eval()
+    folder = tmp / task
+    folder.mkdir()
+    torch.save(model.state_dict(), folder / "weights.pt")
+    diff = export_checked(model, task, mcfg, folder / "model.onnx", tol)
+    (folder / "train_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    metrics = run_metrics(run, task)
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return {"weights": f"{task}/weights.pt", "onnx": f"{task}/model.onnx",
+            "train_config": f"{task}/train_config.json", "metrics": f"{task}/metrics.json",
+            "model_config": {"size": mcfg.size, "frames": mcfg.frames, "image": mcfg.image,
+                             "dropout": mcfg.dropout},
+            "input": {"frames": int(cfg["frames"]), "size": int(cfg["size"])},
+            "best_epoch": epoch, "onnx_max_abs_diff": diff, "onnx_tolerance": tol}  # fmt: skip
+
+
+def _package_meta(pc: PublishConfig, models: dict[str, Any], spec: PreprocessSpec,
+                  rhd_metrics: dict[str, Any], max_clips: int) -> dict[str, Any]:  # fmt: skip
+    from echoscreen import __version__
+
+    op = rhd_metrics.get("operating_point") or {}
+    if op.get("threshold") is None:
+        raise RegistryError(f"run {pc.rhd_run} has no operating point ({op.get('reason', 'none')}); "
+                            "it needs screen-positive validation studies: train on a larger "
+                            "cohort, then `echoscreen evaluate`")  # fmt: skip
+    return {
+        "format": FORMAT, "name": pc.name, "version": pc.version,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "echoscreen_version": __version__, "models": models,
+        "preprocess": {"size": spec.size, "frames": spec.frames, "fps": spec.fps},
+        "operating_point": op, "labels": list(LABELS), "views": list(VIEWS),
+        "rhd_views": list(RHD_VIEWS),
+        "decision": {"max_clips": max_clips, "min_view_confidence": pc.min_view_confidence,
+                     "require": {k: list(v) for k, v in REQUIRED_VIEWS.items()}},
+        "sources": {"rhd_run": str(pc.rhd_run), "view_run": str(pc.view_run)},
+    }  # fmt: skip
+
+
+def publish(pc: PublishConfig) -> Path:
+    """Publish the two runs as ``REGISTRY/NAME/VERSION`` (immutable, checksummed).
+
+    Returns:
+        The package folder.
+
+    Raises:
+        RegistryError: the version exists already (it is left untouched), a run is not
+            usable, it has no operating point, or an ONNX export disagrees with torch.
+    """
+    from echoscreen.registry.card import model_card
+
+    target = package_dir(pc.registry, check_name("package name", pc.name), pc.version)
+    if target.exists():
+        raise RegistryError(f"{pc.name}:{pc.version} is already published at {target}; packages "
+                            "are immutable: publish under a new --version")  # fmt: skip
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".publish-{pc.version}-", dir=target.parent))
+    try:
+        rhd_cfg = read_run(pc.rhd_run, "rhd")[0]
+        spec = stored_spec([rhd_cfg, read_run(pc.view_run, "view")[0]], pc.spec)
+        models = {t: _write_model(tmp, t, pc.rhd_run if t == "rhd" else pc.view_run,
+                                  pc.tolerance) for t in TASKS}  # fmt: skip
+        rhd_m = json.loads((tmp / "rhd" / "metrics.json").read_text())
+        view_m = json.loads((tmp / "view" / "metrics.json").read_text())
+        meta = _package_meta(pc, models, spec, rhd_m, int(rhd_cfg.get("max_clips", 8)))
+        (tmp / PACKAGE_JSON).write_text(json.dumps(meta, indent=2) + "\n")
+        (tmp / "model_card.md").write_text(model_card(meta, rhd_m, view_m))
+        write_manifest(tmp)
+        _freeze(tmp)
+        if target.exists():
+            raise RegistryError(f"{pc.name}:{pc.version} was published meanwhile; use a new version")
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _freeze(root: Path) -> None:
+    """Make every file read-only (0444) and the folder 0755, then fsync the MANIFEST."""
+    for p in root.rglob("*"):
+        if p.is_file():
+            p.chmod(0o444)
+    root.chmod(0o755)
+    fd = os.open(root / "MANIFEST", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
