@@ -63,6 +63,10 @@ class EvaluateError(EchoscreenError):
     """A run's prediction files are missing or ill-formed, so it cannot be evaluated."""
 
 
+class ClusterError(EchoscreenError):
+    """An ipyparallel cluster cannot be started, reached, or a task on its engines failed."""
+
+
 class RegistryError(EchoscreenError):
     """A model package cannot be published or loaded (exists already, incomplete, tampered)."""
 

@@ -12,7 +12,7 @@ import sys
 import typer
 
 from echoscreen import __version__
-from echoscreen.cli import datasite, evaluate, files, ingest, site, train
+from echoscreen.cli import cluster, datasite, evaluate, files, ingest, site, train
 from echoscreen.cli.common import console, out
 from echoscreen.errors import EchoscreenError
 
@@ -51,6 +51,8 @@ app.add_typer(datasite.pki_app, name="pki")
 app.add_typer(datasite.datasite_app, name="datasite")
 app.add_typer(train.train_app, name="train")
 app.command("evaluate")(evaluate.evaluate_command)
+app.add_typer(cluster.cluster_app, name="cluster")
+app.command("sweep")(cluster.sweep_command)
 
 
 def main() -> None:
