@@ -44,7 +44,7 @@ _QUIET = typer.Option(False, "--no-progress", help="No progress bars.")
 
 def _train(task: str, run: Path, resume: bool, quiet: bool, given: dict[str, Any]) -> None:
     from echoscreen.errors import ConfigError
-    from echoscreen.train import TrainConfig, fit
+    from echoscreen.train.config import TrainConfig  # light: bad options fail before torch loads
 
     given = {k: v for k, v in given.items() if v is not None}
     if resume:
@@ -58,6 +58,8 @@ def _train(task: str, run: Path, resume: bool, quiet: bool, given: dict[str, Any
         if "data" not in given or "dataset" not in given:
             raise ConfigError("give --data SITE_OR_URL and --dataset NAME (or --resume a run)")
         cfg = TrainConfig(task=task, run=run, **given)
+    from echoscreen.train import fit
+
     result = fit(cfg, progress=not quiet)
     if "best_score" in result:  # rank 0
         out.print(json.dumps(result, indent=2, default=str), highlight=False)
