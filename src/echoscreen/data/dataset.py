@@ -108,15 +108,16 @@ class ClipDataset(Dataset[Item]):
         """Clips per prefetch request when loader batches hold ``batch_size`` clips.
 
         About ``request_bytes`` of the largest clip, at most a quarter of the cache (so
-        clips fetched ahead are not evicted before they are used) and at most the
-        source's ``max_batch``; never fewer than ``batch_size`` (nor 1). Without a cache
+        clips fetched ahead are not evicted before they are used), at most four batches
+        (so several requests overlap with the consumer) and at most the source's
+        ``max_batch``; never fewer than ``batch_size`` (nor 1). Without a cache
         it is ``batch_size``: clips fetched ahead would have nowhere to wait.
         """
         if self.cache_bytes <= 0 or not self.clips:
             return max(1, batch_size)
         clip = max(int(np.prod(c.shape)) for c in self.clips)
         want = min(self.request_bytes, self.cache_bytes // 4) // max(1, clip)
-        return max(1, batch_size, min(int(want), self.source.max_batch))
+        return max(1, batch_size, min(int(want), 4 * batch_size, self.source.max_batch))
 
     @property
     def pool(self) -> ThreadPoolExecutor:
