@@ -13,6 +13,8 @@ import typer
 
 from echoscreen import __version__
 from echoscreen.cli import cluster, datasite, evaluate, files, ingest, site, train
+from echoscreen.cli import publish as publish_cli
+from echoscreen.cli import screen as screen_cli
 from echoscreen.cli.common import console, out
 from echoscreen.errors import EchoscreenError
 
@@ -51,6 +53,8 @@ app.add_typer(datasite.pki_app, name="pki")
 app.add_typer(datasite.datasite_app, name="datasite")
 app.add_typer(train.train_app, name="train")
 app.command("evaluate")(evaluate.evaluate_command)
+app.command("publish")(publish_cli.publish_command)
+app.command("screen")(screen_cli.screen_command)
 app.add_typer(cluster.cluster_app, name="cluster")
 app.command("sweep")(cluster.sweep_command)
 

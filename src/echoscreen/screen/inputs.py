@@ -1,0 +1,66 @@
+"""The files of one study: a folder, a zip archive, or a single DICOM file.
+
+Files are yielded one at a time as ``(name, bytes)``: ``name`` is the path relative to
+the folder or inside the zip (the file's own name for a single file); nothing is
+extracted or written anywhere.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from echoscreen.errors import ScreenError
+
+#: most files read from one study
+MAX_FILES = 5000
+#: most bytes (uncompressed) read from one study
+MAX_BYTES = 8 << 30
+
+
+def _check_total(n: int, total: int) -> None:
+    if n > MAX_FILES or total > MAX_BYTES:
+        raise ScreenError(f"the study holds more than {MAX_FILES} files or {MAX_BYTES >> 30} GiB; "
+                          "is it one study? pass the folder of a single study")  # fmt: skip
+
+
+def _zip_members(path: Path) -> Iterator[tuple[str, bytes]]:
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ScreenError(f"{path} is not a readable zip archive ({exc}); pass a folder, a zip "
+                          "or a DICOM file") from exc  # fmt: skip
+    with zf:
+        members = [i for i in zf.infolist() if not i.is_dir()]
+        _check_total(len(members), sum(i.file_size for i in members))
+        for info in sorted(members, key=lambda i: i.filename):
+            yield info.filename, zf.read(info)
+
+
+def _hidden(p: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in p.relative_to(root).parts)
+
+
+def iter_study(path: Path) -> Iterator[tuple[str, bytes]]:
+    """Yield ``(name, bytes)`` for every file of the study at ``path``.
+
+    Args:
+        path: a folder (searched recursively; hidden files skipped), a ``.zip`` archive,
+            or one file.
+
+    Raises:
+        ScreenError: the path does not exist, is an unreadable zip, or is too large.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ScreenError(f"{path} does not exist; pass a study folder, a zip of one, or a file")
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p, path))
+        _check_total(len(files), sum(p.stat().st_size for p in files))
+        for p in files:
+            yield p.relative_to(path).as_posix(), p.read_bytes()
+    elif zipfile.is_zipfile(path):
+        yield from _zip_members(path)
+    else:
+        yield path.name, path.read_bytes()

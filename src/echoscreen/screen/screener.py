@@ -1,0 +1,250 @@
+"""``Screener``: one study's DICOM files in, per-clip views and a study decision out.
+
+Steps (see docs/registry.md for the rules and the JSON schema):
+
+1. each file is decoded and de-identified **in memory** (header profile and Clean Pixel
+   Data, under a random key thrown away afterwards) and preprocessed to the package's
+   stored-clip spec; unreadable files are reported and skipped;
+2. the view model classifies every clip (view, confidence, colour Doppler);
+3. evidence clips are those whose *predicted* view is an RHD view with at least the
+   package's ``min_view_confidence``, chosen as in training (colour Doppler first,
+   round robin over views, at most ``max_clips``);
+4. with no evidence clip, or without a clip of every required valve group, the study is
+   ``inconclusive`` (with the reason); otherwise the rhd model gives p(screen-positive)
+   and the three-class probabilities, and the decision is ``screen-positive`` when
+   p >= the package's operating point, else ``normal``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from echoscreen.errors import EchoscreenError
+from echoscreen.models import LABELS, RHD_VIEWS, VIEWS
+from echoscreen.registry.package import ModelPackage, load_package
+from echoscreen.screen.backends import Backend, make_backend
+
+SCHEMA = "echoscreen.screen/1"
+#: clips per view-model batch
+VIEW_BATCH = 16
+
+
+@dataclass
+class ClipResult:
+    """One readable clip of the study.
+
+    Attributes:
+        index: position among the readable clips (0-based, in file-name order).
+        file: the file's name relative to the study path.
+        pixels: stored-clip tensor ``uint8 (3, T, S, S)`` (not part of the output).
+        view: predicted view code; confidence: its softmax probability.
+        p_view: softmax over VIEWS; doppler: predicted colour Doppler; p_doppler: its
+            probability.
+        evidence: the clip was given to the rhd model; attention: its pooling weight;
+            p_clip_screen: its own p(screen-positive) (evidence clips only).
+    """
+
+    index: int
+    file: str
+    pixels: np.ndarray = field(repr=False)
+    view: str = ""
+    confidence: float = 0.0
+    p_view: list[float] = field(default_factory=list)
+    doppler: bool = False
+    p_doppler: float = 0.0
+    evidence: bool = False
+    attention: float | None = None
+    p_clip_screen: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict (no pixels)."""
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "pixels"}
+        d["p_view"] = dict(zip(VIEWS, self.p_view, strict=True))
+        return d
+
+
+@dataclass
+class ScreenResult:
+    """The screening result of one study (see :meth:`to_json` for the document)."""
+
+    model: str
+    backend: str
+    threshold: float
+    decision: str = "inconclusive"
+    reason: str | None = None
+    p_screen: float | None = None
+    p3: dict[str, float] | None = None
+    clips: list[ClipResult] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    required: dict[str, bool] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented JSON document (schema ``echoscreen.screen/1``)."""
+        ev = [c for c in self.clips if c.evidence]
+        return {
+            "schema": SCHEMA, "model": self.model, "backend": self.backend,
+            "decision": self.decision, "reason": self.reason, "p_screen": self.p_screen,
+            "p3": self.p3, "threshold": self.threshold,
+            "evidence": {"clips": [c.index for c in ev], "views": [c.view for c in ev],
+                         "required": self.required},
+            "clips": [c.to_json() for c in self.clips], "skipped": self.skipped,
+            "warnings": self.warnings,
+        }  # fmt: skip
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return np.asarray(e / e.sum(axis=-1, keepdims=True))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-x)))
+
+
+def _why(exc: Exception) -> str:
+    """A reason that names no header value: our own messages, else only the error type."""
+    if isinstance(exc, EchoscreenError):
+        return str(exc)[:300]
+    return f"unreadable ({type(exc).__name__})"
+
+
+class Screener:
+    """Screens studies with one verified package through one backend.
+
+    Args:
+        package: a package from :func:`echoscreen.registry.load_package`.
+        backend: the inference backend (default: ONNX Runtime on the CPU).
+    """
+
+    def __init__(self, package: ModelPackage, backend: Backend | None = None) -> None:
+        self.package = package
+        self.backend = backend if backend is not None else make_backend(package, "onnx")
+
+    @classmethod
+    def open(cls, registry: Path, ref: str, backend: str = "onnx", threads: int = 0) -> Screener:
+        """Load and verify ``NAME:VERSION`` from ``registry`` and open a ``backend`` for it."""
+        package = load_package(registry, ref)
+        return cls(package, make_backend(package, backend, threads))
+
+    def read(
+        self, items: Iterable[tuple[str, bytes]]
+    ) -> tuple[list[ClipResult], list[dict[str, str]], int]:
+        """De-identify (in memory) and preprocess each file.
+
+        Returns:
+            ``(clips, skipped, n_studies)``: readable clips, ``{"file", "reason"}`` for the
+            others, and how many distinct studies the clips came from.
+        """
+        from echoscreen.deid import Deidentifier, deidentify_instance
+        from echoscreen.dicom import load_dataset, preprocess, read_cine
+
+        deid = Deidentifier(os.urandom(32))  # pseudonyms unlinkable to anything, then dropped
+        spec = self.package.spec
+        clips: list[ClipResult] = []
+        skipped: list[dict[str, str]] = []
+        studies: set[str] = set()
+        for name, data in items:
+            try:
+                ds = load_dataset(data)
+                cine = read_cine(ds)
+                clean, frames = deidentify_instance(ds, cine.frames, deid)
+                tensor = preprocess(dataclasses.replace(cine, frames=frames), spec)
+            except Exception as exc:  # one bad file must not stop the study
+                skipped.append({"file": name, "reason": _why(exc)})
+                continue
+            studies.add(str(clean.get("StudyInstanceUID", "")))
+            clips.append(ClipResult(index=len(clips), file=name, pixels=tensor.pixels))
+        return clips, skipped, len(studies)
+
+    def _inputs(self, task: str, clips: list[ClipResult]) -> np.ndarray:
+        """Model input ``float32 (N, 3, T', S', S')`` by the train transform ``prepare``."""
+        import torch
+
+        from echoscreen.train.transforms import prepare
+
+        frames, size = self.package.input_shape(task)
+        return torch.stack([prepare(torch.from_numpy(c.pixels), frames, size)
+                            for c in clips]).numpy()  # fmt: skip
+
+    def classify(self, clips: list[ClipResult]) -> None:
+        """Fill each clip's view, confidence, p_view, doppler and p_doppler."""
+        for start in range(0, len(clips), VIEW_BATCH):
+            batch = clips[start : start + VIEW_BATCH]
+            out = self.backend.run("view", {"clips": self._inputs("view", batch)})
+            probs, p_dop = _softmax(out["view"]), _sigmoid(out["doppler"])
+            for c, p, d in zip(batch, probs, p_dop, strict=True):
+                k = int(np.argmax(p))
+                c.view, c.confidence, c.p_view = VIEWS[k], float(p[k]), [float(v) for v in p]
+                c.p_doppler, c.doppler = float(d), bool(d >= 0.5)
+
+    def choose_evidence(self, clips: list[ClipResult]) -> list[ClipResult]:
+        """Evidence clips, chosen as in training (``echoscreen.train.select_clips``)."""
+        from echoscreen.data.sources import ClipInfo
+        from echoscreen.train.data import select_clips
+
+        rules = self.package.decision
+        low = float(rules["min_view_confidence"])
+        ok = [c for c in clips if c.view in RHD_VIEWS and c.confidence >= low]
+        infos = [ClipInfo(id=f"{c.index:06d}", study="study", split=None, label=None, view=c.view,
+                          doppler=c.doppler, n_frames=0, fps=0.0, shape=tuple(c.pixels.shape))
+                 for c in ok]  # fmt: skip
+        chosen = {int(i.id) for i in select_clips(infos, int(rules["max_clips"]), seed=0)}
+        return [c for c in clips if c.index in chosen]
+
+    def decide(self, result: ScreenResult) -> None:
+        """Choose evidence, check the required views, run the rhd model, set the decision."""
+        rules = self.package.decision
+        evidence = self.choose_evidence(result.clips)
+        seen = {c.view for c in evidence}
+        result.required = {g: bool(seen & set(v)) for g, v in rules["require"].items()}
+        missing = [g for g, ok in result.required.items() if not ok]
+        if not result.clips:
+            result.reason = "no readable clip in the study"
+        elif not evidence:
+            result.reason = (f"no clip of an RHD view ({', '.join(RHD_VIEWS)}) with view "
+                             f"confidence >= {rules['min_view_confidence']:.2f}")  # fmt: skip
+        elif missing:
+            views = "; ".join(f"{g}: {', '.join(rules['require'][g])}" for g in missing)
+            result.reason = f"no evidence clip showing the {' or the '.join(missing)} ({views})"
+        else:
+            self._run_rhd(result, evidence)
+
+    def _run_rhd(self, result: ScreenResult, evidence: list[ClipResult]) -> None:
+        """p(screen-positive), three-class probabilities and the decision from the evidence."""
+        x = self._inputs("rhd", evidence)[None]
+        views = np.array([[VIEWS.index(c.view) for c in evidence]], dtype=np.int64)
+        mask = np.ones(views.shape, dtype=bool)
+        out = self.backend.run("rhd", {"clips": x, "mask": mask, "views": views})
+        p = float(_sigmoid(out["screen"])[0])
+        result.p_screen = p
+        result.p3 = {k: float(v) for k, v in zip(LABELS, _softmax(out["class3"])[0], strict=True)}
+        clip_p = _sigmoid(out["clip_screen"][0])
+        for c, a, s in zip(evidence, out["attention"][0], clip_p, strict=True):
+            c.evidence, c.attention, c.p_clip_screen = True, float(a), float(s)
+        result.decision = "screen-positive" if p >= result.threshold else "normal"
+
+    def screen(self, items: Iterable[tuple[str, bytes]]) -> ScreenResult:
+        """Screen one study given as ``(name, bytes)`` files."""
+        result = ScreenResult(model=self.package.ref, backend=self.backend.name,
+                              threshold=self.package.threshold)  # fmt: skip
+        result.clips, result.skipped, n_studies = self.read(items)
+        if n_studies > 1:
+            result.warnings.append(f"the files belong to {n_studies} different studies; "
+                                   "screen one study at a time")  # fmt: skip
+        self.classify(result.clips)
+        self.decide(result)
+        return result
+
+    def screen_path(self, path: Path) -> ScreenResult:
+        """Screen the study at ``path`` (folder, zip or one file; see :func:`iter_study`)."""
+        from echoscreen.screen.inputs import iter_study
+
+        return self.screen(iter_study(Path(path)))
