@@ -66,8 +66,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_sequential_sweep_from_the_cli(tiny_site: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    args = ["sweep", "view", "--grid", "lr=1e-3,3e-4,frames=8,size=32", "--data", str(tiny_site),
-            "--dataset", "ph", "--runs", str(runs), "--epochs", "1", "--batch-size", "4"]  # fmt: skip
+    args = ["sweep", "view", "--grid", "lr=1e-3,3e-4,frames=8,size=32",
+            "--data", str(tiny_site), "--dataset", "ph", "--runs", str(runs),
+            "--epochs", "1", "--batch-size", "4"]  # fmt: skip
     res = _cli(*args)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "sweep ranked by validation view_acc" in res.stdout
