@@ -28,7 +28,6 @@ def test_round_trip(tmp_path: Path) -> None:
     ({"epochs": 0}, "epochs must be >= 1"),
     ({"lr": -1.0}, "learning rate"),
     ({"model_size": "huge"}, "unknown model size"),
-    ({"data": "/no/such/site"}, "neither a site folder"),
     ({"data": "https://h:1", "identity": None}, "--identity"),
     ({"dataset": ""}, "--dataset"),
 ])  # fmt: skip
@@ -37,6 +36,12 @@ def test_bad_settings(tmp_path: Path, change: dict[str, object], match: str) -> 
                                "run": tmp_path / "run"}  # fmt: skip
     with pytest.raises(ConfigError, match=match):
         TrainConfig(**{**base, **change})  # type: ignore[arg-type]
+
+
+def test_missing_site_is_checked_apart(tmp_path: Path) -> None:
+    cfg = TrainConfig(task="view", data="/no/such/site", dataset="ph", run=tmp_path / "run")
+    with pytest.raises(ConfigError, match="neither a site folder"):
+        cfg.check_data()  # a saved config stays readable where its site is not
 
 
 def test_load_errors(tmp_path: Path) -> None:

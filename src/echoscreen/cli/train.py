@@ -58,6 +58,7 @@ def _train(task: str, run: Path, resume: bool, quiet: bool, given: dict[str, Any
         if "data" not in given or "dataset" not in given:
             raise ConfigError("give --data SITE_OR_URL and --dataset NAME (or --resume a run)")
         cfg = TrainConfig(task=task, run=run, **given)
+    cfg.check_data()
     from echoscreen.train import fit
 
     result = fit(cfg, progress=not quiet)

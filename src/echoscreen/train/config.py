@@ -101,6 +101,13 @@ class TrainConfig:
             raise ConfigError(
                 f"{self.data} is a data server: pass --identity DIR (a folder from `pki issue`)"
             )
+
+    def check_data(self) -> None:
+        """Raise :class:`ConfigError` unless ``data`` is a URL or an existing folder.
+
+        Separate from :meth:`validate` so that a saved config (e.g. in a published
+        model) can be read where the site is not.
+        """
         if not self.remote and not Path(self.data).is_dir():
             raise ConfigError(
                 f"--data {self.data!r} is neither a site folder nor an https:// data server URL"

@@ -235,6 +235,7 @@ def build_loaders(cfg: TrainConfig, rank: int = 0, world: int = 1) -> Loaders:
         ConfigError: the dataset has no training data (or no val data) for the task.
         DatasiteError: the source cannot list or read the dataset.
     """
+    cfg.check_data()
     source = open_source(cfg)
     datasets = {s: ClipDataset(source, cfg.dataset, s) for s in SPLITS}
     sets: dict[str, Dataset[Any]] = dict(datasets)
