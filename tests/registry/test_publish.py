@@ -1,0 +1,125 @@
+"""Publishing: package contents and checksums, immutability, tamper detection, ONNX check."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+from tests.cli import fails, ok
+from tests.registry.pkgfix import Published
+
+from echoscreen.errors import RegistryError
+from echoscreen.registry import (
+    MANIFEST,
+    PublishConfig,
+    load_package,
+    publish,
+    sha256_file,
+    verify_manifest,
+)
+
+EXPECTED = {"package.json", "model_card.md", "view/weights.pt", "view/model.onnx",
+            "view/train_config.json", "view/metrics.json", "rhd/weights.pt", "rhd/model.onnx",
+            "rhd/train_config.json", "rhd/metrics.json"}  # fmt: skip
+
+
+def _sums(root: Path) -> dict[str, tuple[str, int]]:
+    return {p.relative_to(root).as_posix(): (sha256_file(p), p.stat().st_mtime_ns)
+            for p in root.rglob("*") if p.is_file()}  # fmt: skip
+
+
+def test_package_holds_every_part_with_checksums(published: Published) -> None:
+    pkg = load_package(published.registry, published.ref)
+    listed = {line.split("  ", 1)[1]: line.split("  ", 1)[0]
+              for line in (pkg.root / MANIFEST).read_text().splitlines()}  # fmt: skip
+    assert set(listed) == EXPECTED
+    for rel, digest in listed.items():
+        assert sha256_file(pkg.root / rel) == digest
+        assert not (pkg.root / rel).stat().st_mode & stat.S_IWUSR  # read-only
+    # operating point: the one evaluate chooses on the rhd run's validation predictions
+    from echoscreen.evaluate.predictions import load_records, parse_rhd
+    from echoscreen.evaluate.summary import EvalConfig, operating_point
+
+    val = published.rhd_run / "predictions_val.json"
+    assert pkg.threshold == operating_point(parse_rhd(val, load_records(val)), EvalConfig())["threshold"]
+    assert pkg.spec.frames == 16 and pkg.spec.size == 64
+    assert pkg.input_shape("view") == (8, 32) and pkg.input_shape("rhd") == (16, 64)
+    assert pkg.decision["max_clips"] == 4
+    card = (pkg.root / "model_card.md").read_text()
+    for phrase in ("screening aid", "not a diagnosis", "phantom", "95% CI", "FNR gap", "Limitations"):
+        assert phrase in card
+    for task in ("view", "rhd"):  # ONNX agreed with torch at publish time
+        entry = pkg.meta["models"][task]
+        assert entry["onnx_max_abs_diff"] <= entry["onnx_tolerance"] == 1e-4
+    assert not list(published.registry.glob("tiny/.publish-*"))  # no temp folder left
+
+
+def test_publishing_over_a_version_is_refused_and_leaves_it_intact(published: Published) -> None:
+    root = published.registry / "tiny" / "1"
+    before = _sums(root)
+    out = fails("publish", str(published.rhd_run), "--view-run", str(published.view_run),
+                "--registry", str(published.registry), "--name", "tiny", "--version", "1",
+                match="already published")  # fmt: skip
+    assert "new --version" in out
+    with pytest.raises(RegistryError, match="immutable"):
+        publish(PublishConfig(rhd_run=published.rhd_run, view_run=published.view_run,
+                              registry=published.registry, name="tiny", version="1"))  # fmt: skip
+    assert _sums(root) == before
+    assert sorted(p.name for p in (published.registry / "tiny").iterdir()) == ["1"]
+
+
+def test_cli_publishes_a_new_version(published: Published, tmp_path: Path) -> None:
+    reg = tmp_path / "reg"
+    text = ok("publish", str(published.rhd_run), "--view-run", str(published.view_run),
+              "--registry", str(reg), "--name", "tiny", "--version", "2.0")  # fmt: skip
+    assert "published tiny:2.0" in text
+    pkg = load_package(reg, "tiny:2.0")
+    assert pkg.decision["min_view_confidence"] == 0.5  # the CLI default
+    fresh = json.loads((pkg.root / "package.json").read_text())
+    assert fresh["models"]["rhd"]["weights"] == "rhd/weights.pt"
+
+
+@pytest.mark.parametrize("damage", ["flip", "add", "remove"])
+def test_tampering_is_detected(published: Published, tmp_path: Path, damage: str) -> None:
+    reg = tmp_path / "reg"
+    shutil.copytree(published.registry, reg)
+    root = reg / "tiny" / "1"
+    target = root / "rhd" / "weights.pt"
+    target.chmod(0o644)
+    if damage == "flip":
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2] ^= 1
+        target.write_bytes(bytes(data))
+        why = "changed: rhd/weights.pt"
+    elif damage == "add":
+        (root / "rhd" / "extra.onnx").write_bytes(b"x")
+        why = "not in the manifest: rhd/extra.onnx"
+    else:
+        target.unlink()
+        why = "missing: rhd/weights.pt"
+    with pytest.raises(RegistryError, match=why):
+        load_package(reg, "tiny:1")
+    with pytest.raises(RegistryError, match="altered"):
+        verify_manifest(root)
+    fails("screen", str(published.cohort), "--registry", str(reg), "--model", "tiny:1",
+          match="fails its checksums")  # fmt: skip
+
+
+def test_publish_refuses_unusable_input(published: Published, tmp_path: Path) -> None:
+    base = {"registry": tmp_path / "reg", "name": "x", "version": "1"}
+    with pytest.raises(RegistryError, match="'view' run but a 'rhd' run"):
+        publish(PublishConfig(rhd_run=published.view_run, view_run=published.view_run, **base))  # type: ignore[arg-type]
+    with pytest.raises(RegistryError, match="not a training run folder"):
+        publish(PublishConfig(rhd_run=tmp_path, view_run=published.view_run, **base))  # type: ignore[arg-type]
+    with pytest.raises(RegistryError, match="not allowed"):
+        publish(PublishConfig(rhd_run=published.rhd_run, view_run=published.view_run,
+                              registry=tmp_path / "reg", name="../up", version="1"))  # fmt: skip
+    with pytest.raises(RegistryError, match="lacks a version"):
+        load_package(published.registry, "tiny")
+    with pytest.raises(RegistryError, match="versions of tiny: 1"):
+        load_package(published.registry, "tiny:9")
+    assert not (tmp_path / "reg" / "x" / "1").exists()
+    assert not list((tmp_path / "reg" / "x").glob(".publish-*"))
