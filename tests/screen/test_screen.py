@@ -1,0 +1,143 @@
+"""Offline screening of phantom studies with the shared tiny package."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tests.cli import fails, ok
+from tests.registry.pkgfix import Published
+
+from echoscreen.models import LABELS, VIEWS
+from echoscreen.screen import OnnxBackend, Screener, TorchBackend
+
+DECISIONS = {"screen-positive", "normal", "inconclusive"}
+
+
+@pytest.fixture(scope="module")
+def screener(published: Published) -> Screener:
+    return Screener.open(published.registry, published.ref)
+
+
+def _check_doc(doc: dict, n_files: int) -> None:
+    assert doc["schema"] == "echoscreen.screen/1" and doc["model"] == "tiny:1"
+    assert len(doc["clips"]) + len(doc["skipped"]) == n_files
+    assert doc["decision"] in DECISIONS
+    for c in doc["clips"]:
+        assert c["view"] in VIEWS and 0 <= c["confidence"] <= 1
+        assert abs(sum(c["p_view"].values()) - 1) < 1e-4 and isinstance(c["doppler"], bool)
+    if doc["decision"] == "inconclusive":
+        assert doc["reason"] and doc["p_screen"] is None and doc["p3"] is None
+    else:
+        assert 0 <= doc["p_screen"] <= 1 and list(doc["p3"]) == list(LABELS)
+        assert (doc["p_screen"] >= doc["threshold"]) == (doc["decision"] == "screen-positive")
+        assert all(doc["evidence"]["required"].values()) and doc["evidence"]["clips"]
+
+
+def test_training_studies_get_views_and_a_decision(published: Published, screener: Screener) -> None:
+    truth = {r["path"]: r["view"] for r in published.clips()}
+    decided, right, total = 0, 0, 0
+    for folder in published.train_study_folders():
+        doc = screener.screen_path(folder).to_json()
+        _check_doc(doc, len(list(folder.iterdir())))
+        decided += doc["decision"] != "inconclusive"
+        rel = folder.relative_to(published.cohort).as_posix()
+        for c in doc["clips"]:
+            right += c["view"] == truth[f"{rel}/{c['file']}"]
+            total += 1
+    assert decided >= 1
+    assert right / total >= 0.9  # the view model memorised its training clips
+
+
+def test_only_other_and_rvin_clips_is_inconclusive(published: Published, screener: Screener,
+                                                   tmp_path: Path) -> None:  # fmt: skip
+    folder = published.train_study_folders()[0]
+    rel = folder.relative_to(published.cohort).as_posix()
+    study = tmp_path / "study"
+    study.mkdir()
+    for r in published.clips():
+        if r["path"].startswith(rel + "/") and r["view"] in ("other", "rvin"):
+            shutil.copy(published.cohort / r["path"], study)
+    doc = screener.screen_path(study).to_json()
+    _check_doc(doc, len(list(study.iterdir())))
+    assert doc["clips"] and doc["decision"] == "inconclusive"
+    assert "no clip of an RHD view" in doc["reason"] and doc["evidence"]["clips"] == []
+
+
+def test_junk_files_are_reported_not_fatal(published: Published, screener: Screener,
+                                           tmp_path: Path) -> None:  # fmt: skip
+    study = tmp_path / "study"
+    shutil.copytree(published.train_study_folders()[0], study)
+    (study / "notes.txt").write_text("not dicom")
+    (study / "IM9999.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00")  # truncated
+    doc = screener.screen_path(study).to_json()
+    _check_doc(doc, len(list(study.iterdir())))
+    assert {s["file"] for s in doc["skipped"]} == {"notes.txt", "IM9999.dcm"}
+    assert all(s["reason"] for s in doc["skipped"])
+    junk_only = tmp_path / "junk"
+    junk_only.mkdir()
+    (junk_only / "a.txt").write_text("x")
+    doc = screener.screen_path(junk_only).to_json()
+    assert doc["decision"] == "inconclusive" and doc["reason"] == "no readable clip in the study"
+
+
+def test_zip_and_single_file(published: Published, screener: Screener, tmp_path: Path) -> None:
+    folder = published.train_study_folders()[0]
+    archive = tmp_path / "study.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in sorted(folder.iterdir()):
+            zf.write(p, p.name)
+    from_zip = screener.screen_path(archive).to_json()
+    from_dir = screener.screen_path(folder).to_json()
+    assert [c["view"] for c in from_zip["clips"]] == [c["view"] for c in from_dir["clips"]]
+    assert from_zip["p_screen"] == from_dir["p_screen"]
+    one = screener.screen_path(sorted(folder.iterdir())[0]).to_json()
+    assert len(one["clips"]) == 1 and one["decision"] in DECISIONS
+
+
+def test_torch_and_onnx_backends_agree(published: Published, screener: Screener) -> None:
+    pkg = screener.package
+    torch_s = Screener(pkg, TorchBackend.from_package(pkg))
+    assert isinstance(screener.backend, OnnxBackend)
+    for folder in published.train_study_folders()[:2]:
+        a, b = screener.screen_path(folder), torch_s.screen_path(folder)
+        assert [c.view for c in a.clips] == [c.view for c in b.clips]
+        assert np.allclose([c.p_view for c in a.clips], [c.p_view for c in b.clips], atol=1e-4)
+        assert a.decision == b.decision
+        if a.p_screen is not None and b.p_screen is not None:
+            assert abs(a.p_screen - b.p_screen) < 1e-4
+
+
+def test_cli_output_holds_no_identifying_value_and_nothing_is_written(
+    published: Published, screener: Screener, tmp_path: Path
+) -> None:
+    import pydicom
+
+    study = tmp_path / "study"
+    shutil.copytree(published.train_study_folders()[0], study)
+    secrets: set[str] = set()
+    for p in study.iterdir():
+        ds = pydicom.dcmread(p, stop_before_pixels=True)
+        for kw in ("PatientName", "PatientID", "PatientBirthDate", "StudyInstanceUID",
+                   "SeriesInstanceUID", "SOPInstanceUID", "AccessionNumber", "StudyDate",
+                   "InstitutionName", "ReferringPhysicianName", "StudyID"):  # fmt: skip
+            value = str(ds.get(kw, "") or "")
+            if len(value) >= 4:
+                secrets.add(value)
+    assert len(secrets) >= 5
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    reg = ("--registry", str(published.registry), "--model", "tiny:1")
+    text = ok("screen", str(study), *reg, "--json")
+    doc = json.loads(text)
+    _check_doc(doc, len(list(study.iterdir())))
+    table = ok("screen", str(study), *reg)
+    assert "decision:" in table and doc["clips"][0]["file"] in table
+    for s in secrets:
+        assert s not in text and s not in table
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert not any(s in json.dumps(screener.screen_path(study).to_json()) for s in secrets)
+    fails("screen", str(study / "nope"), *reg, match="does not exist")
