@@ -88,3 +88,19 @@ def test_ddp_ranks_on_engines(profile: str, tiny_cfg: TrainConfig, tmp_path: Pat
 def test_no_cluster_is_a_clear_error(tmp_path: Path, tiny_cfg: TrainConfig) -> None:
     with pytest.raises(ClusterError, match="cluster start --engines N"):
         run_on_cluster(tiny_cfg, str(tmp_path / "nothing"))
+
+
+def test_train_cli_with_cluster(profile: str, tiny_site: Path, tmp_path: Path) -> None:
+    run = tmp_path / "cli"
+    res = _cli("train", "view", "--run", str(run), "--data", str(tiny_site), "--dataset", "ph",
+               "--epochs", "1", "--batch-size", "4", "--frames", "8", "--size", "32",
+               "--cluster", profile)  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    result = json.loads(res.stdout)
+    assert result["world"] == 2 and result["epochs"] == 1
+    assert json.loads((run / "cluster.json").read_text())["world"] == 2
+    assert TrainConfig.load(run / "config.json").batch_size == 4
+    bad = _cli("train", "view", "--run", str(tmp_path / "b"), "--data", str(tiny_site),
+               "--dataset", "ph", "--cluster", str(tmp_path / "none"))  # fmt: skip
+    assert bad.returncode != 0 and "no cluster is running" in bad.stderr
+    assert "Traceback" not in bad.stderr

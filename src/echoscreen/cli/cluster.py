@@ -35,7 +35,8 @@ def start_command(
 
     with console.status(f"starting {engines} engines"):
         n = start_cluster(engines, profile)
-    out.print(f"cluster {profile!r} running with {n} engines ({profile_dir(profile)})")
+    where = profile_dir(profile)
+    out.print(f"cluster {profile!r} running with {n} engines ({where})", soft_wrap=True)
 
 
 @cluster_app.command("stop")
@@ -44,7 +45,7 @@ def stop_command(profile: str = _PROFILE) -> None:
     from echoscreen.train.cluster import stop_cluster
 
     stop_cluster(profile)
-    out.print(f"cluster {profile!r} stopped")
+    out.print(f"cluster {profile!r} stopped", soft_wrap=True)
 
 
 def _fmt(v: float) -> str:
@@ -74,6 +75,7 @@ def sweep_command(
                              "seed": seed}  # fmt: skip
     given = {k: v for k, v in given.items() if v is not None}
     base = TrainConfig(task=task, data=data, dataset=dataset, run=runs, **given)
+    base.check_data()
     parsed = parse_grid(grid)
     total = len(expand_grid(parsed))
     where = f"cluster {cluster!r}" if cluster else "this process (no --cluster)"
@@ -105,4 +107,4 @@ def _table(entries: list[Any], metric: str, runs: Path) -> None:
             [_fmt(e.val), _fmt(e.test), e.run.name]  # fmt: skip
         table.add_row(str(i), *(str(v) for v in e.params.values()), *tail)
     out.print(table)
-    out.print(f"wrote {Path(runs) / 'sweep.json'}")
+    out.print(f"wrote {Path(runs) / 'sweep.json'}", soft_wrap=True)

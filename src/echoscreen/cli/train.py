@@ -40,9 +40,16 @@ _DROPOUT = typer.Option(None, "--dropout", help="Dropout before the heads (defau
 _MAXCLIPS = typer.Option(None, "--max-clips", help="Most clips read per study (rhd) (default 8).")
 _RESUME = typer.Option(False, "--resume", help="Continue RUN from its last checkpoint.")
 _QUIET = typer.Option(False, "--no-progress", help="No progress bars.")
+_CLUSTER = typer.Option(
+    None,
+    "--cluster",
+    help="Train as DDP ranks on the engines of this ipyparallel cluster profile "
+    "(see `echoscreen cluster start`, docs/cluster.md).",
+)
 
 
-def _train(task: str, run: Path, resume: bool, quiet: bool, given: dict[str, Any]) -> None:
+def _train(task: str, run: Path, resume: bool, quiet: bool, given: dict[str, Any],
+           cluster: str | None = None) -> None:  # fmt: skip
     from echoscreen.errors import ConfigError
     from echoscreen.train.config import TrainConfig  # light: bad options fail before torch loads
 
@@ -59,9 +66,14 @@ def _train(task: str, run: Path, resume: bool, quiet: bool, given: dict[str, Any
             raise ConfigError("give --data SITE_OR_URL and --dataset NAME (or --resume a run)")
         cfg = TrainConfig(task=task, run=run, **given)
     cfg.check_data()
-    from echoscreen.train import fit
+    if cluster:
+        from echoscreen.train.cluster import run_on_cluster
 
-    result = fit(cfg, progress=not quiet)
+        result = run_on_cluster(cfg, cluster)
+    else:
+        from echoscreen.train import fit
+
+        result = fit(cfg, progress=not quiet)
     if "best_score" in result:  # rank 0
         out.print(json.dumps(result, indent=2, default=str), highlight=False)
 
@@ -72,12 +84,12 @@ def _command(task: str) -> Any:
         epochs: int = _EPOCHS, batch_size: int = _BATCH, lr: float = _LR, frames: int = _FRAMES,
         size: int = _SIZE, seed: int = _SEED, model_size: str = _MODEL, max_clips: int = _MAXCLIPS,
         dropout: float = _DROPOUT,
-        resume: bool = _RESUME, no_progress: bool = _QUIET,
+        resume: bool = _RESUME, no_progress: bool = _QUIET, cluster: str = _CLUSTER,
     ) -> None:  # fmt: skip
         given = {"data": data, "identity": identity, "dataset": dataset, "epochs": epochs,
                  "batch_size": batch_size, "lr": lr, "frames": frames, "size": size, "seed": seed,
                  "model_size": model_size, "max_clips": max_clips, "dropout": dropout}  # fmt: skip
-        _train(task, run, resume, no_progress, given)
+        _train(task, run, resume, no_progress, given, cluster)
 
     command.__doc__ = {
         "view": "Train the view classifier (7 views + colour Doppler) on clips.",
