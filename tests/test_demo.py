@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import torch
 from rich.console import Console
 
 from echoscreen.demo import DemoConfig, run_demo
+from echoscreen.registry import MANIFEST
 from echoscreen.store.site import Site
+
+STAGES = ("1. phantom cohort", "2. fast cine reading", "3. data site", "4. data server",
+          "5a. train", "5b. evaluate", "5c. publish", "5d. screen held-out")  # fmt: skip
 
 
 def test_demo_runs_every_stage_on_a_tiny_cohort(tmp_path: Path) -> None:
-    console = Console(record=True, width=120)
-    cfg = DemoConfig(workdir=tmp_path / "work", studies=6, frames=16)
+    console = Console(record=True, width=160)
+    cfg = DemoConfig(workdir=tmp_path / "work", studies=8, frames=16, cohort_size=(64, 64),
+                     split=(0.5, 0.25, 0.25), workers=1, view_epochs=1, rhd_epochs=1,
+                     batch_size=8, threads=1, held_out=2)  # fmt: skip
+    before = torch.get_num_threads()
     run_demo(cfg, console)
+    assert torch.get_num_threads() == before  # training's thread setting is undone
     text = console.export_text()
-    for stage in ("1. phantom cohort", "2. fast cine reading", "3. data site", "4. data server"):
+    for stage in STAGES:
         assert stage in text
-    assert "chain verified" in text
+    assert "chain verified" in text and "Wall time per stage" in text
     with Site.open(cfg.workdir / "site") as site:
         summary = site.summary()
-        assert summary["studies"] == 6 and summary["quarantined"] == 0
+        assert summary["studies"] == 8 and summary["quarantined"] == 0
         assert site.verify() == []
     clips = sum(1 for _ in (cfg.workdir / "cohort").rglob("*.dcm"))
     assert summary["clips"] == clips
@@ -31,3 +41,24 @@ def test_demo_runs_every_stage_on_a_tiny_cohort(tmp_path: Path) -> None:
         cells = [c.strip() for c in row.strip("│").split("│")]
         equal, total = cells[-1].split("/")
         assert equal == total and int(cells[1]) == int(total)
+    # stage 5: both runs trained remotely, evaluated, published, and held-out studies screened
+    for task in ("view", "rhd"):
+        run = cfg.workdir / "runs" / task
+        config = json.loads((run / "config.json").read_text())
+        assert config["data"].startswith("https://") and config["identity"]
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["task"] == task and metrics["split"] == "test"
+        assert (run / "report.html").stat().st_size > 0
+        assert str(run / "report.html") in text.replace("\n", "")
+    package = cfg.workdir / "registry" / "rhd-demo" / "1"
+    assert (package / MANIFEST).is_file() and "published rhd-demo:1" in text
+    held_out = sorted(p.parent.relative_to(cfg.workdir / "held-out").as_posix()
+                      for p in (cfg.workdir / "held-out").glob("*/*/IM0001.dcm"))  # fmt: skip
+    assert len(held_out) == 2
+    decisions = [line for line in text.splitlines() if line.startswith("│ P")]
+    assert len(decisions) == 2
+    for study, line in zip(held_out, sorted(decisions), strict=True):
+        cells = [c.strip() for c in line.strip("│").split("│")]
+        assert cells[0] == study
+        assert cells[1] in ("normal", "borderline", "definite")
+        assert cells[2] in ("normal", "screen-positive", "inconclusive")
