@@ -22,6 +22,7 @@ Nothing is written to disk.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -115,7 +116,7 @@ class ClipDataset(Dataset[Item]):
         """
         if self.cache_bytes <= 0 or not self.clips:
             return max(1, batch_size)
-        clip = max(int(np.prod(c.shape)) for c in self.clips)
+        clip = max(math.prod(c.shape) for c in self.clips)
         want = min(self.request_bytes, self.cache_bytes // 4) // max(1, clip)
         return max(1, batch_size, min(int(want), 4 * batch_size, self.source.max_batch))
 
