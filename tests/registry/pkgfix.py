@@ -54,8 +54,8 @@ def build(root: Path) -> Published:
     from echoscreen.registry import PublishConfig, publish
     from echoscreen.train import TrainConfig, fit
 
-    pub = Published(root=root, cohort=root / "cohort", site=root / "site",
-                    view_run=root / "view", rhd_run=root / "rhd", registry=root / "registry")  # fmt: skip
+    pub = Published(root=root, cohort=root / "cohort", site=root / "site", view_run=root / "view",
+                    rhd_run=root / "rhd", registry=root / "registry")
     if (root / "done").exists():
         return pub
     before = torch.get_num_threads()

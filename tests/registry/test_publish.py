@@ -44,12 +44,14 @@ def test_package_holds_every_part_with_checksums(published: Published) -> None:
     from echoscreen.evaluate.summary import EvalConfig, operating_point
 
     val = published.rhd_run / "predictions_val.json"
-    assert pkg.threshold == operating_point(parse_rhd(val, load_records(val)), EvalConfig())["threshold"]
+    op = operating_point(parse_rhd(val, load_records(val)), EvalConfig())
+    assert pkg.threshold == op["threshold"]
     assert pkg.spec.frames == 16 and pkg.spec.size == 64
     assert pkg.input_shape("view") == (8, 32) and pkg.input_shape("rhd") == (16, 64)
     assert pkg.decision["max_clips"] == 4
     card = (pkg.root / "model_card.md").read_text()
-    for phrase in ("screening aid", "not a diagnosis", "phantom", "95% CI", "FNR gap", "Limitations"):
+    for phrase in ("screening aid", "not a diagnosis", "phantom", "95% CI", "FNR gap",
+                   "Limitations"):
         assert phrase in card
     for task in ("view", "rhd"):  # ONNX agreed with torch at publish time
         entry = pkg.meta["models"][task]
@@ -104,8 +106,9 @@ def test_tampering_is_detected(published: Published, tmp_path: Path, damage: str
         load_package(reg, "tiny:1")
     with pytest.raises(RegistryError, match="altered"):
         verify_manifest(root)
-    fails("screen", str(published.cohort), "--registry", str(reg), "--model", "tiny:1",
-          match="fails its checksums")  # fmt: skip
+    if damage == "flip":  # one CLI run is enough to show screen refuses the package
+        fails("screen", str(published.cohort), "--registry", str(reg), "--model", "tiny:1",
+              match="fails its checksums")  # fmt: skip
 
 
 def test_publish_refuses_unusable_input(published: Published, tmp_path: Path) -> None:

@@ -38,7 +38,8 @@ def _check_doc(doc: dict, n_files: int) -> None:
         assert all(doc["evidence"]["required"].values()) and doc["evidence"]["clips"]
 
 
-def test_training_studies_get_views_and_a_decision(published: Published, screener: Screener) -> None:
+def test_training_studies_get_views_and_a_decision(published: Published,
+                                                    screener: Screener) -> None:  # fmt: skip
     truth = {r["path"]: r["view"] for r in published.clips()}
     decided, right, total = 0, 0, 0
     for folder in published.train_study_folders():
