@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the tests use: a PACS with DICOMweb, a PostgreSQL server, dcmtk's storescu.
-APT_PACKAGES := orthanc orthanc-dicomweb postgresql dcmtk
+APT_PACKAGES := orthanc orthanc-dicomweb postgresql dcmtk chromium chromium-driver
 PYTEST_ARGS ?=
 
 .PHONY: help venv system-deps test lint demo bench clean
