@@ -73,3 +73,41 @@ class RegistryError(EchoscreenError):
 
 class ScreenError(EchoscreenError):
     """A study cannot be screened at all (path missing, nothing to read)."""
+
+
+class ServiceError(EchoscreenError):
+    """The screening service refuses a request; ``status`` is the HTTP status it answers.
+
+    Raised by the service's library code (uploads, engine, tokens) and turned into a 4xx
+    or 503 answer, with the message as the reason, by the HTTP layer.
+    """
+
+    #: HTTP status the service answers with
+    status: int = 400
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
+class BadStudyError(ServiceError):
+    """The upload is not a screenable study (not DICOM, wrong modality, too large, ...)."""
+
+    status = 422
+
+
+class OverloadedError(ServiceError):
+    """The service's queue is full or it is shutting down; retry after ``retry_after`` s."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class AuthError(ServiceError):
+    """A request has no bearer token, or an unknown or revoked one."""
+
+    status = 401
