@@ -1,0 +1,234 @@
+"""An upload's files, in memory: multipart form files, a zip, STOW-RS, or one DICOM body.
+
+:func:`read_body` streams a request body and stops at the size limit (413) before the
+client has sent more; :func:`parse_upload` turns the body into ``[(name, bytes), ...]``
+by its content type:
+
+* ``multipart/form-data``: every file part (field ``files``, many); a part that is a zip
+  archive is expanded;
+* ``multipart/related`` (STOW-RS): every ``application/dicom`` part;
+* ``application/zip``: the archive's files;
+* ``application/dicom`` or ``application/octet-stream``: one file (a zip if it is one).
+
+Zip archives are checked before anything is decompressed: more files than allowed, a
+declared uncompressed total over the size limit, or a member whose declared size is more
+than ``max_ratio`` times its compressed size (and over 1 MiB) is refused with 413; zips
+inside zips and encrypted members are refused with 422. Nothing is written to disk.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from echoscreen.errors import BadStudyError, ServiceError
+from echoscreen.ingest.dicomweb import MultipartError, boundary_of, split_multipart
+
+ZIP_MAGIC = b"PK\x03\x04"
+ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/x-zip")
+#: a member this small is never called a bomb, whatever its ratio
+RATIO_FLOOR = 1 << 20
+#: bytes of multipart framing allowed on top of the size limit
+FRAMING = 1 << 20
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    """Bounds of one upload.
+
+    Attributes:
+        max_bytes: most bytes in the request body and in the (uncompressed) files.
+        max_files: most files (after expanding zips).
+        max_ratio: most declared-uncompressed / compressed size of a zip member.
+    """
+
+    max_bytes: int = 512 << 20
+    max_files: int = 500
+    max_ratio: float = 100.0
+
+
+def too_large(what: str) -> ServiceError:
+    """The 413 error of an upload over a limit."""
+    return ServiceError(f"{what}; send one study at a time, or ask the operator to raise "
+                        "the limit (`echoscreen serve --max-upload-mb/--max-files`)",
+                        status=413)  # fmt: skip
+
+
+async def read_body(chunks: AsyncIterator[bytes], declared: int | None,
+                    limits: UploadLimits) -> bytes:  # fmt: skip
+    """The whole body, read chunk by chunk, refused as soon as it passes the limit.
+
+    Args:
+        chunks: the body's chunks (Starlette's ``request.stream()``).
+        declared: the Content-Length header, if any (checked before reading).
+        limits: ``max_bytes`` (+1 MiB of multipart framing) bounds the body.
+
+    Raises:
+        ServiceError: 413 over the limit; 400 for an empty body.
+    """
+    cap = limits.max_bytes + FRAMING
+    if declared is not None and declared > cap:
+        raise too_large(f"the upload is {declared >> 20} MiB, more than {cap >> 20} MiB")
+    buf = bytearray()
+    async for chunk in chunks:
+        buf += chunk
+        if len(buf) > cap:
+            raise too_large(f"the upload is more than {cap >> 20} MiB")
+    if not buf:
+        raise ServiceError("the upload is empty; send DICOM files, a zip of a study, or STOW-RS")
+    return bytes(buf)
+
+
+def _media(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _param(header: str, key: str) -> str | None:
+    """A ``key=value`` or ``key="value"`` parameter of a header value."""
+    for piece in header.split(";")[1:]:
+        k, eq, v = piece.strip().partition("=")
+        if eq and k.strip().lower() == key:
+            return v.strip().strip('"')
+    return None
+
+
+def _is_zip(name: str, data: bytes, ctype: str = "") -> bool:
+    return data.startswith(ZIP_MAGIC) or _media(ctype) in ZIP_TYPES or name.lower().endswith(".zip")
+
+
+def _skipped_member(name: str) -> bool:
+    """Folders' litter that is never part of a study (macOS resource forks, dot files)."""
+    parts = name.split("/")
+    return parts[0] == "__MACOSX" or any(p.startswith(".") for p in parts if p)
+
+
+def expand_zip(
+    data: bytes, limits: UploadLimits, label: str = "the zip"
+) -> list[tuple[str, bytes]]:
+    """The files of a zip archive, checked against ``limits`` before decompression.
+
+    Raises:
+        ServiceError: 413 (too many files, too large, bomb-like ratio), 422 (not a zip,
+            nested zip, encrypted member).
+    """
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise BadStudyError(f"{label} is not a readable zip archive ({type(exc).__name__}); "
+                            "send the study folder's files or a valid zip") from exc  # fmt: skip
+    with zf:
+        members = [i for i in zf.infolist() if not i.is_dir() and not _skipped_member(i.filename)]
+        _check_members(members, limits, label)
+        out: list[tuple[str, bytes]] = []
+        total = 0
+        for info in members:
+            try:
+                with zf.open(info) as f:
+                    body = f.read(info.file_size + 1)
+            except (zipfile.BadZipFile, OSError, ValueError, RuntimeError) as exc:
+                what = f"member {len(out)} of {label} cannot be extracted"
+                raise BadStudyError(f"{what} ({type(exc).__name__}); zip the study again") from exc
+            total += len(body)
+            if len(body) > info.file_size or total > limits.max_bytes:
+                raise too_large(f"{label} holds more than it declares")
+            if body.startswith(ZIP_MAGIC):
+                raise BadStudyError(f"{label} holds a zip inside the zip (member {len(out)}); "
+                                    "nested archives are refused: unzip the inner one")  # fmt: skip
+            out.append((info.filename, body))
+    return out
+
+
+def _check_members(members: list[zipfile.ZipInfo], limits: UploadLimits, label: str) -> None:
+    """Refuse a zip by its central directory alone (nothing decompressed yet)."""
+    if len(members) > limits.max_files:
+        raise too_large(f"{label} holds {len(members)} files, more than {limits.max_files}")
+    declared = sum(i.file_size for i in members)
+    if declared > limits.max_bytes:
+        raise too_large(f"{label} expands to {declared >> 20} MiB, more than "
+                        f"{limits.max_bytes >> 20} MiB")  # fmt: skip
+    for k, info in enumerate(members):
+        if info.filename.lower().endswith(".zip"):
+            raise BadStudyError(f"{label} holds a zip inside the zip (member {k}); nested "
+                                "archives are refused: unzip the inner one")  # fmt: skip
+        if info.flag_bits & 0x1:
+            raise BadStudyError(f"member {k} of {label} is encrypted; zip the study without "
+                                "a password")  # fmt: skip
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > RATIO_FLOOR and ratio > limits.max_ratio:
+            raise too_large(f"member {k} of {label} expands {ratio:.0f} times (more than "
+                            f"{limits.max_ratio:.0f}): refused as a zip bomb")  # fmt: skip
+
+
+def _form_files(body: bytes, content_type: str) -> list[tuple[str, bytes, str]]:
+    """``(filename, data, part content type)`` of every file part of a form."""
+    files = []
+    for k, (headers, data) in enumerate(_split(body, content_type)):
+        disp = headers.get("content-disposition", "")
+        field, filename = _param(disp, "name"), _param(disp, "filename")
+        if field == "files" or filename is not None:
+            files.append((filename or f"part-{k}", data, headers.get("content-type", "")))
+    return files
+
+
+def _stow_files(body: bytes, content_type: str) -> list[tuple[str, bytes, str]]:
+    """Every ``application/dicom`` part of a STOW-RS request (no other kind is accepted)."""
+    declared = (_param(content_type, "type") or "application/dicom").lower()
+    if declared != "application/dicom":
+        raise ServiceError(f"STOW-RS with type={declared} is not supported; send "
+                           'multipart/related; type="application/dicom"', status=415)  # fmt: skip
+    files = []
+    for k, (headers, data) in enumerate(_split(body, content_type)):
+        ctype = headers.get("content-type", "application/dicom")
+        if _media(ctype) != "application/dicom":
+            raise ServiceError(f"STOW-RS part {k} is {_media(ctype)}; only application/dicom "
+                               "parts are accepted", status=415)  # fmt: skip
+        files.append((f"instance-{k}.dcm", data, ctype))
+    return files
+
+
+def _split(body: bytes, content_type: str) -> list[tuple[dict[str, str], bytes]]:
+    try:
+        return split_multipart(body, boundary_of(content_type))
+    except MultipartError as exc:
+        raise ServiceError(f"the multipart body is malformed ({exc}); was the upload cut "
+                           "short?") from exc  # fmt: skip
+
+
+def parse_upload(body: bytes, content_type: str, limits: UploadLimits) -> list[tuple[str, bytes]]:
+    """The files of an upload, zips expanded, in upload order.
+
+    Args:
+        body: the request body (from :func:`read_body`).
+        content_type: the request's Content-Type header.
+        limits: file count, size and zip ratio bounds.
+
+    Raises:
+        ServiceError: 400 empty or malformed, 413 over a limit, 415 unsupported type,
+            422 (``BadStudyError``) a bad or nested zip.
+    """
+    media = _media(content_type)
+    if media == "multipart/form-data":
+        parts = _form_files(body, content_type)
+    elif media == "multipart/related":
+        parts = _stow_files(body, content_type)
+    elif media in (*ZIP_TYPES, "application/dicom", "application/octet-stream", ""):
+        parts = [("upload.zip" if media in ZIP_TYPES else "upload.dcm", body, media)]
+    else:
+        raise ServiceError(f"content type {media!r} is not accepted; send multipart/form-data "
+                           "(field `files`), application/zip, application/dicom or STOW-RS "
+                           "multipart/related", status=415)  # fmt: skip
+    files: list[tuple[str, bytes]] = []
+    for k, (name, data, ctype) in enumerate(parts):
+        if _is_zip(name, data, ctype) and media != "multipart/related":
+            files.extend(expand_zip(data, limits, f"zip (part {k})"))
+        else:
+            files.append((name, data))
+        if len(files) > limits.max_files:
+            raise too_large(f"the upload holds more than {limits.max_files} files")
+    files = [(n, d) for n, d in files if d]
+    if not files:
+        raise ServiceError("the upload holds no file; send DICOM files (form field `files`), "
+                           "a zip of a study, or STOW-RS")  # fmt: skip
+    return files

@@ -1,0 +1,147 @@
+"""Upload parsing: forms, zips, STOW-RS, and every limit (size while streaming, files, bombs)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import zipfile
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from echoscreen.errors import BadStudyError, ServiceError
+from echoscreen.service.uploads import FRAMING, UploadLimits, parse_upload, read_body
+
+MiB = 1 << 20
+
+
+def _zip(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", method) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _multipart(parts: list[tuple[dict[str, str], bytes]], boundary: str = "b0und") -> bytes:
+    out = b""
+    for headers, body in parts:
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode()
+        out += b"--" + boundary.encode() + b"\r\n" + head + b"\r\n" + body + b"\r\n"
+    return out + b"--" + boundary.encode() + b"--\r\n"
+
+
+def _file_part(name: str, data: bytes, field: str = "files") -> tuple[dict[str, str], bytes]:
+    return ({"Content-Disposition": f'form-data; name="{field}"; filename="{name}"',
+             "Content-Type": "application/octet-stream"}, data)  # fmt: skip
+
+
+@pytest.fixture
+def dcm(pydicom_file: Callable[[str], Path]) -> bytes:
+    return pydicom_file("US1_UNCR.dcm").read_bytes()
+
+
+def test_form_files_and_zip_parts(dcm: bytes) -> None:
+    body = _multipart([
+        ({"Content-Disposition": 'form-data; name="note"'}, b"ignored text field"),
+        _file_part("a/1.dcm", dcm),
+        _file_part("study.zip", _zip({"x/2.dcm": dcm, "__MACOSX/._2.dcm": b"junk",
+                                      "x/.DS_Store": b"junk"})),
+    ])  # fmt: skip
+    files = parse_upload(body, "multipart/form-data; boundary=b0und", UploadLimits())
+    assert [n for n, _ in files] == ["a/1.dcm", "x/2.dcm"]
+    assert all(d == dcm for _, d in files)
+
+
+def test_zip_body_and_single_dicom(dcm: bytes) -> None:
+    files = parse_upload(_zip({"s/1.dcm": dcm, "s/2.dcm": dcm}), "application/zip", UploadLimits())
+    assert [n for n, _ in files] == ["s/1.dcm", "s/2.dcm"]
+    assert parse_upload(dcm, "application/dicom", UploadLimits()) == [("upload.dcm", dcm)]
+    # an octet-stream that is a zip is expanded
+    assert len(parse_upload(_zip({"1.dcm": dcm}), "application/octet-stream", UploadLimits())) == 1
+
+
+def test_stow_multipart_related(dcm: bytes) -> None:
+    ctype = 'multipart/related; type="application/dicom"; boundary="b0und"'
+    body = _multipart([({"Content-Type": "application/dicom"}, dcm)] * 3)
+    files = parse_upload(body, ctype, UploadLimits())
+    assert [d for _, d in files] == [dcm] * 3
+    bad = _multipart([({"Content-Type": "application/dicom+xml"}, b"<x/>")])
+    with pytest.raises(ServiceError, match="only application/dicom") as err:
+        parse_upload(bad, ctype, UploadLimits())
+    assert err.value.status == 415
+    with pytest.raises(ServiceError, match="malformed") as err:
+        parse_upload(body[: len(body) // 2], ctype, UploadLimits())  # cut short
+    assert err.value.status == 400
+
+
+def test_zip_bomb_by_declared_size() -> None:
+    limits = UploadLimits(max_bytes=2 * MiB)
+    body = _zip({"a.dcm": os.urandom(MiB), "b.dcm": os.urandom(MiB), "c.dcm": os.urandom(MiB)})
+    with pytest.raises(ServiceError, match="expands to 3 MiB") as err:
+        parse_upload(body, "application/zip", limits)
+    assert err.value.status == 413
+
+
+def test_zip_bomb_by_ratio() -> None:
+    body = _zip({"zeros.dcm": bytes(4 * MiB)})
+    assert len(body) < 20_000
+    with pytest.raises(ServiceError, match="zip bomb") as err:
+        parse_upload(body, "application/zip", UploadLimits())
+    assert err.value.status == 413
+
+
+def test_nested_zip_and_too_many_files(dcm: bytes) -> None:
+    inner = _zip({"1.dcm": dcm})
+    for name in ("inner.zip", "innocent.dcm"):  # refused by name and by content
+        with pytest.raises(BadStudyError, match="nested archives are refused"):
+            parse_upload(_zip({name: inner}, zipfile.ZIP_STORED), "application/zip",
+                         UploadLimits())  # fmt: skip
+    many = _zip({f"{i}.dcm": b"x" for i in range(11)})
+    with pytest.raises(ServiceError, match="11 files, more than 10") as err:
+        parse_upload(many, "application/zip", UploadLimits(max_files=10))
+    assert err.value.status == 413
+    form = _multipart([_file_part(f"{i}.dcm", b"x") for i in range(11)])
+    with pytest.raises(ServiceError, match="more than 10 files"):
+        parse_upload(form, "multipart/form-data; boundary=b0und", UploadLimits(max_files=10))
+
+
+def test_empty_and_unsupported() -> None:
+    with pytest.raises(ServiceError, match="no file"):
+        parse_upload(_zip({}), "application/zip", UploadLimits())
+    with pytest.raises(ServiceError, match="no file"):
+        parse_upload(_multipart([({"Content-Disposition": 'form-data; name="x"'}, b"1")]),
+                     "multipart/form-data; boundary=b0und", UploadLimits())  # fmt: skip
+    with pytest.raises(ServiceError, match="not accepted") as err:
+        parse_upload(b"{}", "application/json", UploadLimits())
+    assert err.value.status == 415
+    with pytest.raises(BadStudyError, match="not a readable zip"):
+        parse_upload(b"PK\x03\x04 garbage", "application/zip", UploadLimits())
+
+
+def test_read_body_stops_at_the_limit_while_streaming() -> None:
+    sent: list[int] = []
+
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            sent.append(1)
+            yield bytes(256 * 1024)
+
+    limits = UploadLimits(max_bytes=MiB)
+    with pytest.raises(ServiceError, match="more than 2 MiB") as err:
+        asyncio.run(read_body(endless(), None, limits))
+    assert err.value.status == 413
+    assert len(sent) == (MiB + FRAMING) // (256 * 1024) + 1  # stopped at the first chunk over
+    with pytest.raises(ServiceError, match="is 100 MiB") as err:
+        asyncio.run(read_body(endless(), 100 * MiB, limits))  # Content-Length alone suffices
+    assert len(sent) == 9
+
+    async def nothing() -> AsyncIterator[bytes]:
+        for chunk in (b"",):
+            yield chunk
+
+    with pytest.raises(ServiceError, match="empty") as err:
+        asyncio.run(read_body(nothing(), 0, limits))
+    assert err.value.status == 400
