@@ -2,13 +2,21 @@
 
 Two figures:
 
-* **read**: training clips per second read from the encrypted store the way training
-  reads them (``LocalSite``: ``ObjectStore.get`` = file read + AES-256-GCM decrypt, then
-  ``npy_array``, a no-copy view of the decrypted ``.npy`` bytes) against the same clip
-  tensors read unencrypted from ``.npy`` files on the same disk (``np.load``). Also
-  shown: the encrypted route with ``np.load(BytesIO(...))`` (one more copy). All
-  routes read every clip of the site ``--passes`` times with the page cache warm; the
-  best pass counts. Target: encrypted >= 0.5x plain.
+* **read**: clips per second read from the encrypted store the way training reads them
+  (``ObjectStore.read``: one ``readinto`` of the object file, AES-256-GCM decryption in
+  place with the GIL released, then ``npy_array``, a no-copy view of the ``.npy`` bytes)
+  against the same clip tensors read unencrypted from ``.npy`` files on the same disk
+  (``np.load``). Three ways, each alternating plain and encrypted passes ``--passes``
+  times, the best pass of each counting:
+
+  - *per clip, page cache warm*: one thread, every file already in memory (the plain
+    route is then a memory copy, the hardest baseline);
+  - *per clip, from disk*: the same, with every file evicted from the page cache before
+    each pass (``posix_fadvise(DONTNEED)``), so both routes read from the disk;
+  - *training loader*: ``ClipDataset`` + ``make_loader`` (batch 8, 4 fetch threads) over
+    ``LocalSite`` against the same loader over a plain ``.npy`` source.
+
+  Target: encrypted >= 0.5x plain.
 * **ingest**: studies per minute for ``echoscreen ingest`` of a phantom cohort from a
   folder (de-identification with pixel cleaning, decode, preprocess, encryption, one
   catalog transaction per study), on SQLite, once in-process (``workers=1``) and once
@@ -24,17 +32,20 @@ Run: ``.venv/bin/python bench/store.py [--studies 12] [--passes 5] [--workers N]
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
 
+from echoscreen.data import ClipDataset, LocalSite, make_loader
+from echoscreen.data.sources import ClipInfo
 from echoscreen.datasite.wire import npy_array
 from echoscreen.dicom import PreprocessSpec
 from echoscreen.ingest import open_source
@@ -44,14 +55,19 @@ from echoscreen.store.site import Site
 from echoscreen.synth import CohortConfig, generate_cohort
 
 
-def _best_rate(count: int, passes: int, read_all: Callable[[], None]) -> float:
-    """Best items/s over ``passes`` calls of ``read_all`` (which reads ``count`` items)."""
-    best = float("inf")
+def _best_pair(count: int, passes: int, plain: Callable[[], None],
+               encrypted: Callable[[], None]) -> tuple[float, float]:  # fmt: skip
+    """Best items/s of each route over ``passes`` alternating calls (each reads ``count``).
+
+    Alternating puts a burst of load from other jobs on a shared machine on both routes.
+    """
+    best = [float("inf"), float("inf")]
     for _ in range(passes):
-        start = time.perf_counter()
-        read_all()
-        best = min(best, time.perf_counter() - start)
-    return count / best
+        for k, read_all in enumerate((plain, encrypted)):
+            start = time.perf_counter()
+            read_all()
+            best[k] = min(best[k], time.perf_counter() - start)
+    return count / best[0], count / best[1]
 
 
 def _timed_ingest(cohort: Path, site: Site, workers: int) -> tuple[IngestReport, float]:
@@ -85,6 +101,99 @@ def _best_ingests(
     return best
 
 
+class _PlainNpy:
+    """A ``SiteSource`` over plain ``.npy`` files: the unencrypted baseline for the loader."""
+
+    max_batch = 64
+
+    def __init__(self, site: LocalSite, files: dict[str, Path]) -> None:
+        self.site, self.files = site, files
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return self.site.datasets()
+
+    def clips(self, dataset: str, split: str | None) -> list[ClipInfo]:
+        return self.site.clips(dataset, split)
+
+    def fetch(self, ids: Sequence[str]) -> list[np.ndarray]:
+        return [np.load(self.files[i]) for i in ids]
+
+    def close(self) -> None:
+        self.site.close()
+
+
+def _evict(paths: list[Path]) -> None:
+    """Drop ``paths`` from the page cache, so the next read comes from the disk."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def _loader_pass(source: Any) -> Callable[[], None]:
+    """One pass of ``ClipDataset`` + ``make_loader`` (batch 8) over every clip, fresh cache."""
+
+    def run() -> None:
+        ds = ClipDataset(source, "bench", None, cache_bytes=64 << 20)
+        for _ in make_loader(ds, 8):
+            pass
+
+    return run
+
+
+@dataclass
+class _Reads:
+    count: int
+    clip_mb: float
+    rows: list[tuple[str, float, float]]
+
+
+def _read_figures(site: Site, plain_dir: Path, passes: int) -> _Reads:
+    """Plain against encrypted clips/s: page cache warm, from the disk, through the loader."""
+    with site.catalog.session() as session:
+        rows = list(session.execute(select(Clip.id, Clip.tensor_object)).all())
+    plain_dir.mkdir()
+    files = {cid: plain_dir / f"{i}.npy" for i, (cid, _) in enumerate(rows)}
+    for cid, oid in rows:
+        files[cid].write_bytes(site.objects.get(oid))
+    oids = [oid for _, oid in rows]
+    plain_files = list(files.values())
+    enc_files = [site.objects.path(oid) for oid in oids]
+    nbytes = sum(p.stat().st_size for p in plain_files)
+
+    def read_encrypted() -> None:
+        for oid in oids:
+            npy_array(site.objects.read(oid))
+
+    def read_plain() -> None:
+        for path in plain_files:
+            np.load(path)
+
+    def cold(read: Callable[[], None], paths: list[Path]) -> Callable[[], None]:
+        def run() -> None:
+            _evict(paths)
+            read()
+
+        return run
+
+    read_plain()  # warm the page cache for both routes
+    read_encrypted()
+    figures = [("per clip, page cache warm",
+                *_best_pair(len(oids), passes, read_plain, read_encrypted))]  # fmt: skip
+    # eviction is timed too, alike for both (an fsync of clean files and an fadvise call)
+    figures.append(("per clip, from disk (cache evicted)",
+                    *_best_pair(len(oids), passes, cold(read_plain, plain_files),
+                                cold(read_encrypted, enc_files))))  # fmt: skip
+    local = LocalSite(site.path)
+    figures.append(("training loader (4 threads), warm",
+                    *_best_pair(len(oids), passes, _loader_pass(_PlainNpy(local, files)),
+                                _loader_pass(local))))  # fmt: skip
+    return _Reads(len(oids), nbytes / len(oids) / 1e6, figures)
+
+
 def main() -> None:
     """Generate, ingest, and compare encrypted with plain reads; print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -103,43 +212,16 @@ def main() -> None:
         report, ingest_s, site = runs[args.workers]
         if serial is not site:
             serial.close()
-        with site.catalog.session() as session:
-            oids = list(session.scalars(select(Clip.tensor_object)))
-        plain_dir = root / "plain"
-        plain_dir.mkdir()
-        for i, oid in enumerate(oids):
-            (plain_dir / f"{i}.npy").write_bytes(site.objects.get(oid))
-        plain_files = sorted(plain_dir.iterdir())
-        nbytes = sum(p.stat().st_size for p in plain_files)
-
-        def read_encrypted() -> None:
-            for oid in oids:
-                npy_array(site.objects.get(oid))
-
-        def read_encrypted_np_load() -> None:
-            for oid in oids:
-                np.load(io.BytesIO(site.objects.get(oid)))
-
-        def read_plain() -> None:
-            for path in plain_files:
-                np.load(path)
-
-        read_plain()  # warm the page cache for both routes
-        read_encrypted()
-        enc = _best_rate(len(oids), args.passes, read_encrypted)
-        enc_load = _best_rate(len(oids), args.passes, read_encrypted_np_load)
-        plain = _best_rate(len(oids), args.passes, read_plain)
+        reads = _read_figures(site, root / "plain", args.passes)
         site.close()
-    clip_mb = nbytes / len(oids) / 1e6
     machine = platform.processor() or platform.machine()
     print(f"machine: {machine}, python {platform.python_version()}")
-    print(f"clips: {len(oids)} tensors of 3x{spec.frames}x{spec.size}x{spec.size} uint8 "
-          f"({clip_mb:.2f} MB each)")  # fmt: skip
-    print(f"read plain .npy   : {plain:8.1f} clips/s ({plain * clip_mb:7.1f} MB/s)")
-    print(f"read encrypted    : {enc:8.1f} clips/s ({enc * clip_mb:7.1f} MB/s)")
-    print(f"read encrypted+np.load: {enc_load:5.1f} clips/s ({enc_load * clip_mb:7.1f} MB/s)")
-    print(f"ratio encrypted/plain: {enc / plain:.2f}x (target >= 0.5x); "
-          f"with np.load {enc_load / plain:.2f}x")  # fmt: skip
+    print(f"clips: {reads.count} tensors of 3x{spec.frames}x{spec.size}x{spec.size} uint8 "
+          f"({reads.clip_mb:.2f} MB each)")  # fmt: skip
+    for what, plain, enc in reads.rows:
+        print(f"{what:34}: plain {plain:7.1f} clips/s ({plain * reads.clip_mb:7.1f} MB/s), "
+              f"encrypted {enc:7.1f} clips/s ({enc * reads.clip_mb:7.1f} MB/s): "
+              f"{enc / plain:.2f}x (target >= 0.5x)")  # fmt: skip
     print(f"cpu cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} (shared machine?)")
     print(f"ingest: best of {args.repeats} interleaved runs each")
     for name, rep, secs in (("workers=1", report1, serial_s),

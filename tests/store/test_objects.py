@@ -44,6 +44,8 @@ def test_roundtrip_idempotent_and_keyed_ids(site: Site) -> None:
     assert site.objects.put(data) == oid  # same content, same id, no rewrite
     assert path.read_bytes() == first
     assert site.objects.get(oid) == data
+    view = site.objects.read(oid)  # the in-place, no-copy training read path
+    assert view.readonly and bytes(view) == data
     assert oid != hashlib.sha256(data).hexdigest()  # keyed, not a plain hash
     assert site.objects.exists(oid)
     assert list(site.objects.ids()) == [oid]
@@ -51,6 +53,8 @@ def test_roundtrip_idempotent_and_keyed_ids(site: Site) -> None:
     assert not site.objects.exists(oid)
     with pytest.raises(StoreError, match="no object"):
         site.objects.get(oid)
+    with pytest.raises(StoreError, match="no object"):
+        site.objects.read(oid)
 
 
 @pytest.mark.parametrize(
@@ -97,12 +101,15 @@ def test_every_tampered_byte_is_detected(site: Site) -> None:
         _flip(path, pos)
         with pytest.raises(IntegrityError):
             site.objects.get(oid)
+        with pytest.raises(IntegrityError):
+            site.objects.read(oid)
         failures = site.objects.verify()
         assert [f[0] for f in failures] == [oid], what
     for damaged in (pristine[:-1], pristine + b"x", pristine[:20]):
         path.write_bytes(damaged)
-        with pytest.raises(IntegrityError):
-            site.objects.get(oid)
+        for read in (site.objects.get, site.objects.read):
+            with pytest.raises(IntegrityError):
+                read(oid)
     path.write_bytes(pristine)
     assert site.objects.get(oid) == data and site.objects.verify() == []
 
@@ -112,6 +119,8 @@ def test_object_moved_to_another_id_fails(site: Site) -> None:
     site.objects.path(b).write_bytes(site.objects.path(a).read_bytes())
     with pytest.raises(IntegrityError, match="authentication"):
         site.objects.get(b)
+    with pytest.raises(IntegrityError, match="authentication"):
+        site.objects.read(b)
 
 
 def test_wrapped_key_is_bound_to_its_kek_id(tmp_path: Path) -> None:

@@ -143,7 +143,7 @@ class LocalSite:
         for cid in ids:
             if cid not in rows:
                 raise DatasiteError(f"no clip {cid!r} in {self.path}")
-            out.append(npy_array(site.objects.get(rows[cid])))
+            out.append(npy_array(site.objects.read(rows[cid])))
         return out
 
     def close(self) -> None:

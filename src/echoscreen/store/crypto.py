@@ -26,6 +26,7 @@ import struct
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from echoscreen.errors import IntegrityError, StoreError
@@ -72,7 +73,7 @@ def encode_header(key_id: str, wrapped: bytes, nonce: bytes) -> bytes:
     )
 
 
-def parse_header(blob: bytes) -> Header:
+def parse_header(blob: bytes | bytearray) -> Header:
     """Parse the header of an object file.
 
     Raises:
@@ -91,12 +92,12 @@ def parse_header(blob: bytes) -> Header:
     if len(blob) < pos + 2:
         raise IntegrityError("object header is truncated")
     (wlen,) = struct.unpack(">H", blob[pos : pos + 2])
-    wrapped = blob[pos + 2 : pos + 2 + wlen]
+    wrapped = bytes(blob[pos + 2 : pos + 2 + wlen])
     nonce_at = pos + 2 + wlen
     body_offset = nonce_at + NONCE_BYTES
     if len(blob) < body_offset + TAG_BYTES:
         raise IntegrityError("object is truncated (shorter than its header and tag)")
-    return Header(version, key_id, wrapped, blob[nonce_at:body_offset], body_offset)
+    return Header(version, key_id, wrapped, bytes(blob[nonce_at:body_offset]), body_offset)
 
 
 def seal(data: bytes, oid: str, keys: KeyProvider) -> bytes:
@@ -149,6 +150,36 @@ def open_sealed(blob: bytes, oid: str, keys: KeyProvider) -> bytes:
         )
     except InvalidTag as exc:
         raise IntegrityError(f"object {oid} failed authentication: it was altered") from exc
+
+
+def open_in_place(buf: bytearray, oid: str, keys: KeyProvider) -> memoryview:
+    """Decrypt and authenticate an object file held in ``buf``, overwriting its body.
+
+    The training read path: no plaintext buffer is allocated and nothing is copied, and
+    the AES-GCM work runs with the GIL released (OpenSSL through ``update_into``), so
+    several threads decrypt clips in parallel. Same checks as :func:`open_sealed`.
+
+    Returns:
+        a read-only view of the plaintext inside ``buf`` (valid as long as ``buf``).
+
+    Raises:
+        IntegrityError: any byte of header or body was altered, or the file belongs
+            to another object id.
+    """
+    header = parse_header(buf)
+    data_key = unwrap_key(header, keys)
+    end = len(buf) - TAG_BYTES
+    view = memoryview(buf)
+    dec = Cipher(algorithms.AES(data_key), modes.GCM(header.nonce, bytes(view[end:]))).decryptor()
+    dec.authenticate_additional_data(associated_data(oid, header.version))
+    # in place: the output starts where the input does (OpenSSL supports exact overlap)
+    n = dec.update_into(view[header.body_offset : end], view[header.body_offset :])
+    try:
+        dec.finalize()
+    except InvalidTag as exc:
+        view[header.body_offset : end] = bytes(end - header.body_offset)  # drop unverified text
+        raise IntegrityError(f"object {oid} failed authentication: it was altered") from exc
+    return view[header.body_offset : header.body_offset + n].toreadonly()
 
 
 def rewrap(blob: bytes, keys: KeyProvider) -> bytes | None:

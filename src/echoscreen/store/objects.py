@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from echoscreen.errors import IntegrityError, StoreError
-from echoscreen.store.crypto import open_sealed, parse_header, rewrap, seal
+from echoscreen.store.crypto import open_in_place, open_sealed, parse_header, rewrap, seal
 from echoscreen.store.keys import KeyProvider, fsync_dir
 
 OID_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -117,6 +117,27 @@ class ObjectStore:
         if check_id and not hmac.compare_digest(self.object_id(data), oid):
             raise IntegrityError(f"object {oid} decrypted to content with another id")
         return data
+
+    def read(self, oid: str) -> memoryview:
+        """Decrypt and authenticate object ``oid`` with no copy: the training read path.
+
+        The file is read straight into one buffer and decrypted in place
+        (:func:`~echoscreen.store.crypto.open_in_place`, GIL released), so clip reads in
+        several loader threads run in parallel. Same checks and errors as :meth:`get`.
+
+        Returns:
+            a read-only view of the plaintext.
+        """
+        path = self.path(oid)
+        try:
+            with open(path, "rb", buffering=0) as f:
+                buf = bytearray(os.fstat(f.fileno()).st_size)
+                got = f.readinto(buf)
+        except FileNotFoundError as exc:
+            raise StoreError(f"no object {oid} in {self.root}") from exc
+        if got != len(buf):
+            raise IntegrityError(f"object {oid} changed size while being read")
+        return open_in_place(buf, oid, self.keys)
 
     def exists(self, oid: str) -> bool:
         """Whether object ``oid`` is stored (``False`` for malformed ids)."""
