@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from echoscreen.dicom.preprocess import PreprocessSpec
 from echoscreen.errors import EchoscreenError
 from echoscreen.models import LABELS, RHD_VIEWS, VIEWS
 from echoscreen.registry.package import ModelPackage, load_package
@@ -116,6 +117,36 @@ def _why(exc: Exception) -> str:
     return f"unreadable ({type(exc).__name__})"
 
 
+def read_file(data: bytes, spec: PreprocessSpec,
+              key: bytes) -> tuple[np.ndarray | None, str, str | None]:  # fmt: skip
+    """Decode, de-identify (in memory) and preprocess one DICOM file.
+
+    A top-level function so that process pools can run it (the service does).
+
+    Args:
+        data: the file's bytes.
+        spec: the package's preprocessing spec.
+        key: pseudonymisation secret (>= 16 bytes); the same key for one study's files
+            gives them the same pseudonymous StudyInstanceUID.
+
+    Returns:
+        ``(pixels, study, reason)``: the stored-clip tensor ``uint8 (3, T, S, S)`` and the
+        pseudonymous StudyInstanceUID, or ``(None, "", reason)`` when the file is unusable
+        (the reason names no header value).
+    """
+    from echoscreen.deid import Deidentifier, deidentify_instance
+    from echoscreen.dicom import load_dataset, preprocess, read_cine
+
+    try:
+        ds = load_dataset(data)
+        cine = read_cine(ds)
+        clean, frames = deidentify_instance(ds, cine.frames, Deidentifier(key))
+        tensor = preprocess(dataclasses.replace(cine, frames=frames), spec)
+    except Exception as exc:  # one bad file must not stop the study
+        return None, "", _why(exc)
+    return tensor.pixels, str(clean.get("StudyInstanceUID", "")), None
+
+
 class Screener:
     """Screens studies with one verified package through one backend.
 
@@ -143,25 +174,18 @@ class Screener:
             ``(clips, skipped, n_studies)``: readable clips, ``{"file", "reason"}`` for the
             others, and how many distinct studies the clips came from.
         """
-        from echoscreen.deid import Deidentifier, deidentify_instance
-        from echoscreen.dicom import load_dataset, preprocess, read_cine
-
-        deid = Deidentifier(os.urandom(32))  # pseudonyms unlinkable to anything, then dropped
+        key = os.urandom(32)  # pseudonyms unlinkable to anything, then dropped
         spec = self.package.spec
         clips: list[ClipResult] = []
         skipped: list[dict[str, str]] = []
         studies: set[str] = set()
         for name, data in items:
-            try:
-                ds = load_dataset(data)
-                cine = read_cine(ds)
-                clean, frames = deidentify_instance(ds, cine.frames, deid)
-                tensor = preprocess(dataclasses.replace(cine, frames=frames), spec)
-            except Exception as exc:  # one bad file must not stop the study
-                skipped.append({"file": name, "reason": _why(exc)})
+            pixels, study, reason = read_file(data, spec, key)
+            if pixels is None:
+                skipped.append({"file": name, "reason": reason or "unreadable"})
                 continue
-            studies.add(str(clean.get("StudyInstanceUID", "")))
-            clips.append(ClipResult(index=len(clips), file=name, pixels=tensor.pixels))
+            studies.add(study)
+            clips.append(ClipResult(index=len(clips), file=name, pixels=pixels))
         return clips, skipped, len(studies)
 
     def _inputs(self, task: str, clips: list[ClipResult]) -> np.ndarray:

@@ -1,0 +1,182 @@
+"""Dynamic micro-batching: concurrent ``Backend.run`` calls merged into one inference call.
+
+Job threads call :meth:`BatchingBackend.run` as they would any backend; a dispatcher
+thread per model collects the calls that arrive within ``max_wait_ms`` of the first one
+(up to ``max_batch`` rows), runs them as one batch on the inner backend, and hands each
+caller its own rows. "view" inputs are concatenated on axis 0; "rhd" studies are padded
+to the largest clip count N of the batch (padding clips: zeros, ``mask`` False, view -1),
+which the model ignores, and each caller gets its outputs cut back to its own N.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from echoscreen.errors import ServiceError
+from echoscreen.screen.backends import Backend
+from echoscreen.service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+#: outputs of "rhd" that have a clip axis (cut back to each caller's N)
+PER_CLIP = ("clip_screen", "attention")
+
+
+@dataclass
+class _Call:
+    """One caller's request, waiting for its outputs."""
+
+    inputs: Mapping[str, np.ndarray]
+    rows: int
+    done: threading.Event = field(default_factory=threading.Event)
+    outputs: dict[str, np.ndarray] | None = None
+    error: BaseException | None = None
+
+
+def merge(name: str, calls: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One batch from several callers' inputs (see the module docstring for padding)."""
+    if name != "rhd":
+        return {k: np.concatenate([c[k] for c in calls]) for k in calls[0]}
+    n = max(c["mask"].shape[1] for c in calls)
+    out: dict[str, list[np.ndarray]] = {"clips": [], "mask": [], "views": []}
+    for c in calls:
+        pad = n - c["mask"].shape[1]
+        out["clips"].append(np.pad(c["clips"], [(0, 0), (0, pad)] + [(0, 0)] * 4))
+        out["mask"].append(np.pad(c["mask"], [(0, 0), (0, pad)], constant_values=False))
+        out["views"].append(np.pad(c["views"], [(0, 0), (0, pad)], constant_values=-1))
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def split(name: str, outputs: Mapping[str, np.ndarray],
+          calls: list[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:  # fmt: skip
+    """Each caller's rows (and, for "rhd", its own clip count) of a merged batch's outputs."""
+    parts: list[dict[str, np.ndarray]] = []
+    start = 0
+    for c in calls:
+        rows = next(iter(c.values())).shape[0]
+        part = {k: v[start : start + rows] for k, v in outputs.items()}
+        if name == "rhd":
+            n = c["mask"].shape[1]
+            part = {k: (v[:, :n] if k in PER_CLIP else v).copy() for k, v in part.items()}
+        parts.append(part)
+        start += rows
+    return parts
+
+
+class BatchingBackend:
+    """A thread-safe :class:`~echoscreen.screen.backends.Backend` that micro-batches calls.
+
+    Args:
+        inner: the backend that runs the merged batches.
+        max_batch: most rows per merged call ("view": clips; "rhd": clips over all
+            studies, padding included). A single larger call runs alone, unsplit.
+        max_wait_ms: how long a batch stays open for more callers after its first (ms).
+        metrics: where batch sizes are recorded (``batch_size`` by model), or None.
+    """
+
+    def __init__(self, inner: Backend, max_batch: int = 16, max_wait_ms: float = 10.0,
+                 metrics: Metrics | None = None) -> None:  # fmt: skip
+        self.inner = inner
+        self.name = inner.name
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000.0
+        self.metrics = metrics
+        self._queues: dict[str, queue.Queue[_Call | None]] = {}
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def run(self, name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """See :meth:`Backend.run`; blocks until this call's batch has run."""
+        rows = int(np.asarray(inputs["clips"]).shape[0])
+        if name == "rhd":
+            rows *= int(np.asarray(inputs["mask"]).shape[1])
+        call = _Call(inputs=inputs, rows=rows)
+        self._queue(name).put(call)
+        call.done.wait()
+        if call.error is not None:
+            raise call.error
+        assert call.outputs is not None
+        return call.outputs
+
+    def close(self) -> None:
+        """Stop the dispatchers once the calls already queued have run."""
+        with self._lock:
+            self._closed = True
+            for q in self._queues.values():
+                q.put(None)
+            threads = list(self._threads)
+        for t in threads:
+            t.join()
+
+    def _queue(self, name: str) -> queue.Queue[_Call | None]:
+        with self._lock:
+            if self._closed:
+                raise ServiceError("the inference batcher is closed; the service is stopping",
+                                   status=503)  # fmt: skip
+            if name not in self._queues:
+                q: queue.Queue[_Call | None] = queue.Queue()
+                t = threading.Thread(target=self._dispatch, args=(name, q),
+                                     name=f"batcher-{name}", daemon=True)  # fmt: skip
+                self._queues[name] = q
+                self._threads.append(t)
+                t.start()
+            return self._queues[name]
+
+    def _dispatch(self, name: str, q: queue.Queue[_Call | None]) -> None:
+        """Dispatcher loop of one model: collect a batch, run it, repeat until closed."""
+        carry: _Call | None = None
+        while True:
+            first = carry if carry is not None else q.get()
+            carry = None
+            if first is None:
+                return
+            batch, stop, carry = self._collect(q, first)
+            self._execute(name, batch)
+            if stop:
+                return
+
+    def _collect(self, q: queue.Queue[_Call | None],
+                 first: _Call) -> tuple[list[_Call], bool, _Call | None]:  # fmt: skip
+        """Calls joining ``first`` within the window: ``(batch, stop seen, carried call)``."""
+        batch, total = [first], first.rows
+        deadline = time.monotonic() + self.max_wait
+        while total < self.max_batch:
+            left = deadline - time.monotonic()
+            try:
+                nxt = q.get(timeout=left) if left > 0 else q.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                return batch, True, None
+            if total + nxt.rows > self.max_batch:
+                return batch, False, nxt
+            batch.append(nxt)
+            total += nxt.rows
+        return batch, False, None
+
+    def _execute(self, name: str, batch: list[_Call]) -> None:
+        """Run one merged batch and wake its callers (each gets the error if it failed)."""
+        inputs = [c.inputs for c in batch]
+        try:
+            merged = inputs[0] if len(batch) == 1 else merge(name, inputs)
+            outputs = self.inner.run(name, merged)
+            parts = [outputs] if len(batch) == 1 else split(name, outputs, inputs)
+            if self.metrics is not None:
+                size = next(iter(merged.values())).shape[0]
+                self.metrics.batch_size.labels(model=name).observe(size)
+        except BaseException as exc:  # every caller must wake up, with the failure
+            log.exception("inference batch of %d %s call(s) failed", len(batch), name)
+            for c in batch:
+                c.error = exc
+                c.done.set()
+            return
+        for c, part in zip(batch, parts, strict=True):
+            c.outputs = dict(part)
+            c.done.set()

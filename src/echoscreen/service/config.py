@@ -1,0 +1,107 @@
+"""``ServiceConfig``: the one settings object of a screening service process.
+
+Built at the edge (``echoscreen serve`` parses its options into it), validated once with
+:meth:`ServiceConfig.validate`, and passed down; nothing reads settings elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from echoscreen.errors import ConfigError, RegistryError
+from echoscreen.registry.package import parse_ref
+
+#: backends the service accepts ("auto": torch on CUDA when available, else onnx)
+SERVICE_BACKENDS = ("auto", "onnx", "torch")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Settings of the screening service.
+
+    Attributes:
+        registry: the model registry folder.
+        model: the package to serve, ``"NAME:VERSION"``.
+        state_dir: where ``tokens.db``, ``jobs.db`` and the pseudonym key live.
+        host, port: where the HTTP API listens.
+        dicom_port: port of the C-STORE SCP (None: no SCP); ae_title: its AE title.
+        pacs: STOW-RS base URL results are sent to as SR (None: not sent).
+        backend: "auto", "onnx" or "torch".
+        cpu_workers: preprocessing processes (0: one per CPU core).
+        job_threads: studies screened at once.
+        max_batch: most clips in one inference batch; max_wait_ms: how long the batcher
+            waits for more clips after the first one arrives (ms).
+        queue_size: most jobs waiting to start; more are refused with 503.
+        result_ttl_s: how long a finished job's result is kept (s).
+        explain: compute saliency key frames; explain_clips: for how many evidence clips.
+        max_upload_bytes: largest upload (bytes); max_files: most files in one study;
+        max_frames: most frames in one file; max_sync_files: most files for the
+            synchronous ``POST /v1/screen``.
+    """
+
+    registry: Path
+    model: str
+    state_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    dicom_port: int | None = None
+    ae_title: str = "ECHOSCREEN"
+    pacs: str | None = None
+    backend: str = "auto"
+    cpu_workers: int = 0
+    job_threads: int = 8
+    max_batch: int = 16
+    max_wait_ms: float = 10.0
+    queue_size: int = 64
+    result_ttl_s: float = 3600.0
+    explain: bool = True
+    explain_clips: int = 3
+    max_upload_bytes: int = 512 << 20
+    max_files: int = 500
+    max_frames: int = 2000
+    max_sync_files: int = 40
+
+    @property
+    def workers(self) -> int:
+        """Preprocessing processes actually used (``cpu_workers``, or the core count)."""
+        return self.cpu_workers or os.cpu_count() or 1
+
+    def validate(self) -> ServiceConfig:
+        """Check every setting; return ``self`` or raise :class:`ConfigError` saying what to fix."""
+        try:
+            parse_ref(self.model)
+        except RegistryError as exc:
+            raise ConfigError(f"--model: {exc}") from exc
+        if not Path(self.registry).is_dir():
+            raise ConfigError(f"registry {self.registry} is not a folder; pass --registry DIR "
+                              "holding published packages")  # fmt: skip
+        if self.backend not in SERVICE_BACKENDS:
+            raise ConfigError(f"backend {self.backend!r} is unknown; use one of "
+                              f"{', '.join(SERVICE_BACKENDS)}")  # fmt: skip
+        for name in ("port", "dicom_port"):
+            port = getattr(self, name)
+            if port is not None and not 0 <= port <= 65535:
+                raise ConfigError(f"{name} {port} is not a TCP port; use 1-65535 (0: any free)")
+        if not 1 <= len(self.ae_title) <= 16 or not self.ae_title.isascii():
+            raise ConfigError(f"AE title {self.ae_title!r} must be 1-16 ASCII characters")
+        if self.pacs is not None and not self.pacs.startswith(("http://", "https://")):
+            raise ConfigError(f"--pacs {self.pacs!r} is not an http(s) URL; give the STOW-RS "
+                              "base, e.g. http://127.0.0.1:8042/dicom-web")  # fmt: skip
+        self._check_counts()
+        return self
+
+    def _check_counts(self) -> None:
+        positive = ("job_threads", "max_batch", "queue_size", "explain_clips",
+                    "max_upload_bytes", "max_files", "max_frames", "max_sync_files")  # fmt: skip
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} is {getattr(self, name)}; it must be at least 1")
+        if self.cpu_workers < 0:
+            raise ConfigError(f"cpu_workers is {self.cpu_workers}; use 0 (one per core) or more")
+        if self.max_wait_ms < 0 or self.result_ttl_s <= 0:
+            raise ConfigError("max_wait_ms must be >= 0 and result_ttl_s > 0 (seconds)")
+        if self.max_sync_files > self.max_files:
+            raise ConfigError(f"max_sync_files ({self.max_sync_files}) exceeds max_files "
+                              f"({self.max_files}); lower it")  # fmt: skip
