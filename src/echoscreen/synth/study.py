@@ -63,6 +63,9 @@ BASE_DEPTH_CM = {
     "suprasternal": 12.5,
 }
 LONG_AXIS = {"mv": ("plax", "a4c", "a5c"), "av": ("plax", "a5c")}
+#: beat phase at which a clip starts: scanners store ECG-triggered cine loops that begin
+#: just before the R wave, so every clip shows systole first, whatever its length
+ECG_TRIGGER = (-0.12, 0.0)
 
 
 @dataclass(frozen=True)
@@ -192,7 +195,7 @@ def _clip(
         fps=round(float(rng.uniform(*scanner.fps)), 1),
         heart_rate=hr,
         sf=sf,
-        phase0=float(rng.random()),
+        phase0=float(rng.uniform(ECG_TRIGGER[0], ECG_TRIGGER[1])) % 1.0,
         pose=pose,
         morph=morph,
         jets=_clip_jets(f, view, doppler, rng),
