@@ -15,6 +15,7 @@ from tests.datasite.sitefix import SHAPE, Served
 
 from echoscreen.data import ClipDataset, LocalSite, RemoteSite, make_loader
 from echoscreen.data.cache import ByteLRU
+from echoscreen.data.dataset import collate_clips, stack
 from echoscreen.errors import DatasiteError
 
 
@@ -55,6 +56,19 @@ def test_loader_prefetches_batches_into_the_memory_cache(served: Served) -> None
             seen += meta["clip"]
         assert sorted(seen) == sorted(served.truth["cohort-a"])
         assert len(ds._cache) == len(ds)  # everything went through the cache, in memory
+
+
+def test_collate_stacks_like_torch_and_keeps_meta() -> None:
+    gen = torch.Generator().manual_seed(0)
+    xs = [torch.randint(0, 256, (3, 4, 8, 8), dtype=torch.uint8, generator=gen) for _ in range(3)]
+    floats = [x.float() / 255 for x in xs]
+    metas = [{"clip": f"c{i}", "label_index": i - 1} for i in range(3)]
+    batch, meta = collate_clips(list(zip(xs, metas, strict=True)))
+    assert torch.equal(batch, torch.stack(xs)) and batch.dtype == torch.uint8
+    assert meta["clip"] == ["c0", "c1", "c2"] and meta["label_index"].tolist() == [-1, 0, 1]
+    assert torch.equal(stack(floats), torch.stack(floats))
+    leaf = floats[0].clone().requires_grad_()
+    assert stack([leaf, floats[1]]).requires_grad  # autograd keeps torch.stack
 
 
 def test_cache_is_bounded_in_bytes() -> None:
