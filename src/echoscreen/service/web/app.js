@@ -3,7 +3,7 @@
 // API (docs/service.md): POST /v1/studies (multipart, field "files", one part per file)
 // -> 202 {"job", "status_url"}; GET /v1/jobs/{id} -> {"status", "reason", "result"};
 // explanation PNGs need the same bearer token, so they are fetched into blob: URLs.
-"use strict";
+import { zipNames } from "./zip.js";
 
 (() => {
   const TOKEN_KEY = "echoscreen.token";
@@ -12,6 +12,7 @@
 
   // What the page remembers about the current study. `names[i]` is the name of the file
   // uploaded at position i: results name clips by that position ("file_index") only.
+  // For a zip, `names` are its members as the service expands them (when they can be read).
   const study = { files: [], names: [], zip: null, jobId: null, timer: null, blobs: [] };
 
   // ---------------------------------------------------------------- small helpers
@@ -130,8 +131,13 @@
       return;
     }
     study.files = kept.map((f) => f.file);
-    study.names = kept.map((f) => f.path);
+    study.names = zip ? [] : kept.map((f) => f.path);
     study.zip = zip ? kept[0].path : null;
+    if (zip) {
+      zipNames(kept[0].file).then((names) => { study.names = names || []; }, () => {
+        study.names = [];
+      });
+    }
     const bytes = study.files.reduce((sum, f) => sum + f.size, 0);
     const what = zip ? `zip file ${study.zip}` : `${kept.length} file${kept.length === 1 ? "" : "s"}`;
     $("selection-summary").textContent = `Selected ${what} (${(bytes / 1048576).toFixed(1)} MB).`;
@@ -194,6 +200,7 @@
     const xhr = new XMLHttpRequest();
     xhr.open("POST", "/v1/studies");
     xhr.setRequestHeader("Authorization", `Bearer ${token()}`);
+    xhr.setRequestHeader("X-Echoscreen-Source", "web"); // jobs are counted by where they came from
     xhr.upload.onprogress = (e) => {
       if (!e.lengthComputable) return;
       const pct = Math.round((100 * e.loaded) / e.total);
@@ -215,7 +222,7 @@
       }
       const message = await reasonOf(xhr.status, xhr.responseText, (h) => xhr.getResponseHeader(h));
       if (xhr.status === 401) signOut(message);
-      else uploadFailed(message);
+      else uploadFailed(withNames(message));
     };
     $("selection").hidden = true;
     $("progress-box").hidden = false;
@@ -249,7 +256,7 @@
     }
     if (job.status === "done") return showResult(job);
     if (job.status === "failed" || job.status === "interrupted") {
-      return uploadFailed(`The study could not be screened: ${job.reason || job.status}`);
+      return uploadFailed(withNames(`The study could not be screened: ${job.reason || job.status}`));
     }
     setStatus(job.status === "queued" ? "Waiting in the queue…" : "Screening the study…");
     study.timer = setTimeout(() => poll(url), POLL_MS);
@@ -259,14 +266,24 @@
 
   const DECISIONS = {
     "screen-positive": "Screen-positive: refer for a cardiologist's review",
-    normal: "Normal: no sign of RHD found",
+    normal: "Normal: below the screening threshold",
     inconclusive: "Inconclusive",
   };
 
+  // The name of a result's file (clip or skipped) from its position in the upload.
   function fileName(entry) {
-    if (entry.file_index === undefined || entry.file_index === null) return entry.file || "—";
-    if (study.zip) return `${study.zip}, entry ${entry.file_index + 1}`;
-    return study.names[entry.file_index] || `file ${entry.file_index + 1}`;
+    const i = entry.file_index;
+    if (i === undefined || i === null) return entry.file || "—";
+    if (study.zip) return study.names[i] ? `${study.zip}/${study.names[i]}` : `${study.zip}, entry ${i + 1}`;
+    return study.names[i] || `file ${i + 1}`;
+  }
+
+  // Reasons name files by position ("file 3"); say which file of the upload that is.
+  function withNames(message) {
+    const named = [...new Set(Array.from(message.matchAll(/\bfile (\d+)\b/g), (m) => Number(m[1])))]
+      .filter((i) => study.names[i]).slice(0, 10);
+    if (!named.length) return message;
+    return `${message} (${named.map((i) => `file ${i} is ${fileName({ file_index: i })}`).join("; ")})`;
   }
 
   function cell(row, text, value) {
@@ -280,6 +297,8 @@
   function showResult(job) {
     const r = job.result;
     $("progress-box").hidden = true;
+    // Zip member names are used only when they account for every file the service saw.
+    if (study.zip && study.names.length !== r.clips.length + (r.skipped || []).length) study.names = [];
     const banner = $("decision");
     banner.dataset.decision = r.decision;
     $("decision-text").textContent = DECISIONS[r.decision] || r.decision;
@@ -289,7 +308,8 @@
     $("probability").dataset.value = r.p_screen === null ? "" : String(r.p_screen);
     $("threshold").textContent = fmt(r.threshold);
     $("threshold").dataset.value = String(r.threshold);
-    $("model-version").textContent = r.model_version || r.model;
+    const name = (r.model || "").split(":")[0];
+    $("model-version").textContent = `${name}, version ${r.model_version}`;
     $("job-id").textContent = r.job || job.id;
 
     const warnings = $("warnings");
