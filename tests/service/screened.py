@@ -1,5 +1,7 @@
 """A phantom study screened for real, as the SR tests need it: the result and the files.
 
+``stored_instance`` reads an instance back from the test Orthanc by SOP instance UID.
+
 ``screened_study`` (module scope) screens the first training study of the shared tiny
 package with :class:`echoscreen.screen.Screener` and rewrites each clip's ``file`` into
 ``file_index`` (its position in the upload), as the service's engine does.
@@ -12,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
+from tests.pacs import Orthanc
 from tests.registry.pkgfix import Published
 
 
@@ -50,3 +54,13 @@ def screen_study(published: Published, folder: Path) -> Screened:
 def screened(published: Published) -> Screened:
     """The first training study of the shared package, screened."""
     return screen_study(published, published.train_study_folders()[0])
+
+
+def stored_instance(orthanc: Orthanc, sop_uid: str) -> tuple[str, Dataset] | None:
+    """Orthanc's id and the stored file of the instance with this SOP instance UID."""
+    found = httpx.post(f"{orthanc.url}/tools/lookup", content=sop_uid, timeout=30).json()
+    ids = [f["ID"] for f in found if f["Type"] == "Instance"]
+    if not ids:
+        return None
+    data = httpx.get(f"{orthanc.url}/instances/{ids[0]}/file", timeout=30).content
+    return ids[0], pydicom.dcmread(io.BytesIO(data))

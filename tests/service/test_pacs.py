@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import highdicom
 import httpx
-import pydicom
 import pytest
 from tests.pacs import Orthanc, free_port
-from tests.service.screened import Screened, screened
+from tests.service.screened import Screened, screened, stored_instance
 
 from echoscreen.errors import ServiceError
 from echoscreen.service.pacs import sr_sender, stow
-from echoscreen.service.sr import build_sr, read_sr
+from echoscreen.service.sr import build_sr, read_sr, sr_uids
 
 __all__ = ["screened"]
-
-
-def _instance(orthanc: Orthanc, sop_uid: str) -> tuple[str, pydicom.Dataset] | None:
-    """Orthanc's id and the stored file of the instance with this SOP instance UID."""
-    found = httpx.post(f"{orthanc.url}/tools/lookup", content=sop_uid, timeout=30).json()
-    ids = [f["ID"] for f in found if f["Type"] == "Instance"]
-    if not ids:
-        return None
-    data = httpx.get(f"{orthanc.url}/instances/{ids[0]}/file", timeout=30).content
-    return ids[0], pydicom.dcmread(io.BytesIO(data))
 
 
 @pytest.fixture
@@ -45,7 +33,7 @@ def test_stowed_sr_is_filed_with_the_study_and_reads_back_intact(
     sr = build_sr(screened.result, screened.originals())
     stow(orthanc.dicomweb_url, [sr])
     stow(orthanc.dicomweb_url, [sr])  # the same job again: stored once, not twice
-    stored = _instance(orthanc, sr.SOPInstanceUID)
+    stored = stored_instance(orthanc, sr.SOPInstanceUID)
     assert stored is not None, "the SR is not in the PACS"
     orthanc_id, back = stored
     highdicom.sr.ComprehensiveSR.from_dataset(back)
@@ -71,8 +59,7 @@ def test_sr_sender_is_an_on_done_callback_that_files_the_result(
     send = sr_sender(pacs_with_study.dicomweb_url, attempts=1)
     result: dict[str, Any] = {**screened.result, "job": None}
     send("feedfacefeedfacefeedfacefeedface", result, screened.files)
-    expected = build_sr({**result, "job": "feedfacefeedfacefeedfacefeedface"}, screened.originals())
-    stored = _instance(pacs_with_study, expected.SOPInstanceUID)
+    stored = stored_instance(pacs_with_study, sr_uids("feedfacefeedfacefeedfacefeedface")[1])
     assert stored is not None and read_sr(stored[1])["decision"] == result["decision"]
 
 

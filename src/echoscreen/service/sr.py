@@ -157,6 +157,20 @@ def _coding_scheme() -> Dataset:
     return item
 
 
+def sr_uids(job: str | None) -> tuple[str, str]:
+    """Series and SOP instance UIDs of the SR of ``job`` (fresh random ones without a job).
+
+    Derived from the job id, so an operator can find a job's SR in the PACS and a resent
+    SR replaces the first instead of adding a second.
+    """
+    if not job:
+        return generate_uid(), generate_uid()
+    seed = f"echoscreen-sr:{job}"
+    return generate_uid(entropy_srcs=[seed, "series"]), generate_uid(
+        entropy_srcs=[seed, "instance"]
+    )
+
+
 def build_sr(result: dict[str, Any], originals: list[Dataset]) -> Dataset:
     """A Comprehensive SR of one screening result, filed with the screened study.
 
@@ -180,13 +194,12 @@ def build_sr(result: dict[str, Any], originals: list[Dataset]) -> Dataset:
     clips = [_clip(c, refs.get(c["file_index"]) if "file_index" in c else None)
              for c in result.get("clips", [])]  # fmt: skip
     root.ContentSequence = hsr.ContentSequence([_finding(result), *clips])
-    job = result.get("job")
-    seed = [f"echoscreen-sr:{job}"] if job else None
+    series_uid, instance_uid = sr_uids(result.get("job"))
     sr = hsr.ComprehensiveSR(
         evidence=list(refs.values()), content=root,
-        series_instance_uid=generate_uid(entropy_srcs=[*seed, "series"] if seed else None),
+        series_instance_uid=series_uid,
         series_number=9901, instance_number=1,
-        sop_instance_uid=generate_uid(entropy_srcs=[*seed, "instance"] if seed else None),
+        sop_instance_uid=instance_uid,
         manufacturer="echoscreen", is_complete=True, is_final=False, is_verified=False,
         series_description=SERIES_DESCRIPTION,
     )  # fmt: skip
