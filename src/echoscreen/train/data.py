@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
 
 from echoscreen.data import ClipDataset, ClipInfo, LocalSite, PrefetchBatchSampler, RemoteSite
+from echoscreen.data.dataset import collate_clips, stack
 from echoscreen.data.sources import SiteSource
 from echoscreen.errors import ConfigError
 from echoscreen.models import RHD_VIEWS, VIEWS
@@ -132,7 +133,7 @@ class StudyDataset(Dataset[dict[str, Any]]):
             real = [next(tensors) for _ in e.clip_indices]
             n = len(real)
             clips = torch.zeros((self.max_clips, *real[0].shape), dtype=torch.uint8)
-            clips[:n] = torch.stack(real)
+            clips[:n] = stack(real)
             mask = torch.zeros(self.max_clips, dtype=torch.bool)
             mask[:n] = True
             views = torch.zeros(self.max_clips, dtype=torch.long)
@@ -150,9 +151,9 @@ LABELS_INDEX = {"normal": 0, "borderline": 1, "definite": 2}
 def collate_studies(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack study items into a batch (see the module docstring)."""
     return {
-        "clips": torch.stack([it["clips"] for it in items]),
-        "mask": torch.stack([it["mask"] for it in items]),
-        "views": torch.stack([it["views"] for it in items]),
+        "clips": stack([it["clips"] for it in items]),
+        "mask": stack([it["mask"] for it in items]),
+        "views": stack([it["views"] for it in items]),
         "label_index": torch.tensor([it["label_index"] for it in items], dtype=torch.long),
         **{k: [it[k] for it in items] for k in ("study", "sex", "age_years", "clip_ids")},
     }
@@ -221,7 +222,8 @@ def _loader(ds: Dataset[Any], batch_size: int, sampler: Sampler[int]) -> DataLoa
         return DataLoader(ds, batch_sampler=StudyPrefetch(batches, ds), num_workers=0,
                           collate_fn=collate_studies)  # fmt: skip
     assert isinstance(ds, ClipDataset)
-    return DataLoader(ds, batch_sampler=PrefetchBatchSampler(batches, ds), num_workers=0)
+    return DataLoader(ds, batch_sampler=PrefetchBatchSampler(batches, ds), num_workers=0,
+                      collate_fn=collate_clips)  # fmt: skip
 
 
 def build_loaders(cfg: TrainConfig, rank: int = 0, world: int = 1) -> Loaders:

@@ -15,6 +15,7 @@ import hashlib
 import torch
 import torch.nn.functional as F
 
+from echoscreen.data.dataset import stack
 from echoscreen.models import to_input
 
 #: brightness shift (added) and contrast factor (multiplied) ranges of the jitter
@@ -117,6 +118,6 @@ def transform_batch(clips: torch.Tensor, keys: list[str], *, frames: int, size: 
         ``float32 (B, 3, T', S', S')``.
     """
     if not train:
-        return torch.stack([prepare(c, frames, size) for c in clips])
-    return torch.stack([augment(c, frames, size, clip_generator(seed, epoch, k))
+        return stack([prepare(c, frames, size) for c in clips])
+    return stack([augment(c, frames, size, clip_generator(seed, epoch, k))
                         for c, k in zip(clips, keys, strict=True)])  # fmt: skip
