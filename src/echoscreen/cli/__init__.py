@@ -15,6 +15,7 @@ from echoscreen import __version__
 from echoscreen.cli import cluster, datasite, evaluate, files, ingest, site, train
 from echoscreen.cli import publish as publish_cli
 from echoscreen.cli import screen as screen_cli
+from echoscreen.cli import serve as serve_cli
 from echoscreen.cli.common import console, out
 from echoscreen.errors import EchoscreenError
 
@@ -57,6 +58,8 @@ app.command("publish")(publish_cli.publish_command)
 app.command("screen")(screen_cli.screen_command)
 app.add_typer(cluster.cluster_app, name="cluster")
 app.command("sweep")(cluster.sweep_command)
+app.command("serve")(serve_cli.serve_command)
+app.add_typer(serve_cli.tokens_app, name="tokens")
 
 
 def main() -> None:

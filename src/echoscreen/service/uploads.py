@@ -49,11 +49,11 @@ class UploadLimits:
     max_ratio: float = 100.0
 
 
-def too_large(what: str) -> ServiceError:
-    """The 413 error of an upload over a limit."""
-    return ServiceError(f"{what}; send one study at a time, or ask the operator to raise "
-                        "the limit (`echoscreen serve --max-upload-mb/--max-files`)",
-                        status=413)  # fmt: skip
+def too_large(what: str, hint: str | None = None) -> ServiceError:
+    """The 413 error of an upload over a limit (``hint``: what to do instead)."""
+    hint = hint or ("send one study at a time, or ask the operator to raise the limit "
+                    "(`echoscreen serve --max-upload-mb/--max-files`)")  # fmt: skip
+    return ServiceError(f"{what}; {hint}", status=413)
 
 
 async def read_body(chunks: AsyncIterator[bytes], declared: int | None,

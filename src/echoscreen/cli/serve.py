@@ -1,0 +1,116 @@
+"""``echoscreen serve ...`` (the screening service) and ``echoscreen tokens ...`` (its tokens)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from echoscreen.cli.common import console, out
+
+STATE_OPTION = typer.Option(
+    ..., "--state", envvar="ECHOSCREEN_STATE",
+    help="The service's state folder: tokens.db, jobs.db (or $ECHOSCREEN_STATE).",
+)  # fmt: skip
+
+tokens_app = typer.Typer(help="Bearer tokens of the screening service (stored hashed).",
+                         no_args_is_help=True)  # fmt: skip
+
+
+def serve_command(
+    registry: Path = typer.Option(..., "--registry", help="The registry folder."),
+    model: str = typer.Option(..., "--model", help="Package to serve, as NAME:VERSION."),
+    state: Path = STATE_OPTION,
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface the HTTP API listens on."),
+    port: int = typer.Option(8080, "--port", help="TCP port of the HTTP API."),
+    dicom_port: int | None = typer.Option(
+        None, "--dicom-port", help="Also run a C-STORE SCP on this port."
+    ),
+    ae_title: str = typer.Option("ECHOSCREEN", "--ae-title", help="AE title of the SCP."),
+    pacs: str | None = typer.Option(
+        None, "--pacs", help="STOW-RS base URL the results are sent to as SR."
+    ),
+    backend: str = typer.Option(
+        "auto", "--backend", help="auto (torch on CUDA, else onnx), onnx or torch."
+    ),
+    workers: int = typer.Option(0, "--workers", help="Preprocessing processes (0: one per core)."),
+    job_threads: int = typer.Option(8, "--job-threads", help="Studies screened at once."),
+    max_batch: int = typer.Option(16, "--max-batch", help="Most clips per inference batch."),
+    max_wait_ms: float = typer.Option(10.0, "--max-wait-ms", help="Batching window (ms)."),
+    queue_size: int = typer.Option(64, "--queue-size", help="Jobs waiting; more get 503."),
+    result_ttl: float = typer.Option(3600.0, "--result-ttl", help="Seconds results are kept."),
+    explain: bool = typer.Option(
+        True, "--explain/--no-explain", help="Key frames with saliency overlays."
+    ),
+    max_upload_mb: int = typer.Option(512, "--max-upload-mb", help="Largest upload (MiB)."),
+    max_files: int = typer.Option(500, "--max-files", help="Most files in one study."),
+    max_sync_files: int = typer.Option(
+        40, "--max-sync-files", help="Most files for POST /v1/screen."
+    ),
+    access_log: bool = typer.Option(
+        True,
+        "--access-log/--no-access-log",
+        help="Log every request (token name, route, status, ms).",
+    ),
+) -> None:
+    """Serve a published model: HTTP API, web page, optional DICOM SCP (SIGTERM drains)."""
+    import logging
+
+    from echoscreen.service.config import ServiceConfig
+    from echoscreen.service.server import serve
+
+    cfg = ServiceConfig(
+        registry=registry, model=model, state_dir=state, host=host, port=port,
+        dicom_port=dicom_port, ae_title=ae_title, pacs=pacs, backend=backend,
+        cpu_workers=workers, job_threads=job_threads, max_batch=max_batch,
+        max_wait_ms=max_wait_ms, queue_size=queue_size, result_ttl_s=result_ttl,
+        explain=explain, max_upload_bytes=max_upload_mb << 20, max_files=max_files,
+        max_sync_files=max_sync_files,
+    ).validate()  # fmt: skip
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    if access_log:
+        logging.getLogger("echoscreen.service.access").setLevel(logging.INFO)
+    console.print(f"starting {model} on http://{host}:{port}"
+                  + (f" and DICOM port {dicom_port}" if dicom_port else ""))  # fmt: skip
+    serve(cfg)
+    console.print("stopped: every accepted job finished")
+
+
+@tokens_app.command("create")
+def tokens_create(
+    name: str = typer.Argument(..., help="The client's name (shown in the access log)."),
+    state: Path = STATE_OPTION,
+) -> None:
+    """Create a token for NAME and print it (only now: it is stored hashed)."""
+    from echoscreen.service.tokens import TokenStore
+
+    secret = TokenStore(state / "tokens.db").create(name)
+    console.print(f"token for {name} (shown once; send it as `Authorization: Bearer ...`):")
+    out.print(secret, highlight=False)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    name: str = typer.Argument(..., help="The client whose tokens are revoked."),
+    state: Path = STATE_OPTION,
+) -> None:
+    """Revoke NAME's token (a running service refuses it from the next request)."""
+    from echoscreen.service.tokens import TokenStore
+
+    n = TokenStore(state / "tokens.db").revoke(name)
+    out.print(f"revoked {n} token(s) of {name}")
+
+
+@tokens_app.command("list")
+def tokens_list(state: Path = STATE_OPTION) -> None:
+    """List the tokens' names, when they were created and revoked (never the secrets)."""
+    from rich.table import Table
+
+    from echoscreen.service.tokens import TokenStore
+
+    table = Table(title=f"tokens in {state}")
+    for col in ("name", "created", "revoked"):
+        table.add_column(col)
+    for t in TokenStore(state / "tokens.db").list():
+        table.add_row(t.name, t.created, t.revoked or "")
+    out.print(table)

@@ -1,0 +1,264 @@
+"""The screening service's HTTP API (FastAPI); see docs/service.md.
+
+Routes (JSON unless said otherwise):
+
+``POST /v1/studies``                          a study (form files, zip, DICOM) -> 202 job
+``GET  /v1/jobs/{id}``                        the job's status and, when done, its result
+``GET  /v1/jobs/{id}/explanations/{k}.png``   key frame ``k`` with its saliency overlay
+``POST /v1/screen``                           a small study, screened synchronously -> 200
+``POST /dicomweb/studies``                    STOW-RS -> DICOM JSON store response + job
+``GET  /healthz``, ``GET /metrics``           liveness; Prometheus text (no token needed)
+``GET  /``, ``GET /static/*``                 the web page (it asks for a token itself)
+
+``/v1`` and ``/dicomweb`` need ``Authorization: Bearer es_...``. Every refusal is a
+:class:`~echoscreen.errors.ServiceError`, answered with its status and ``{"error":
+reason}`` (503 with ``Retry-After``); anything else is logged and answered as a 500 with
+no details. Every request is logged on ``echoscreen.service.access`` with the token's
+name, the route *template*, status and milliseconds: never a file name, header value or
+path parameter.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from echoscreen.errors import AuthError, EchoscreenError, OverloadedError, ServiceError
+from echoscreen.service.uploads import UploadLimits, parse_upload, read_body, too_large
+
+if TYPE_CHECKING:
+    from echoscreen.service.config import ServiceConfig
+    from echoscreen.service.engine import ScreeningEngine
+    from echoscreen.service.metrics import Metrics
+    from echoscreen.service.tokens import TokenStore
+
+ACCESS_LOG = "echoscreen.service.access"
+WEB_DIR = Path(__file__).parent / "web"
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+DICOM_JSON = "application/dicom+json"
+_log = logging.getLogger("echoscreen.service")
+
+
+def error_response(exc: ServiceError) -> JSONResponse:
+    """``{"error": reason}`` with the error's status (and ``Retry-After`` / auth headers)."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, OverloadedError):
+        headers["Retry-After"] = str(max(1, int(exc.retry_after)))
+    if isinstance(exc, AuthError):
+        headers["WWW-Authenticate"] = 'Bearer realm="echoscreen"'
+    return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=headers)
+
+
+class AccessLog:
+    """ASGI middleware: latency metrics, the access log, and a JSON 500 for real bugs."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+        self.log = logging.getLogger(ACCESS_LOG)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        scope.setdefault("state", {})
+        status = [500, False]  # status, response started
+
+        async def send_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[:] = [int(message["status"]), True]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        except Exception:  # a bug: log it with its traceback, answer without details
+            _log.exception("unhandled error on %s %s", scope["method"], _route(scope))
+            if not status[1]:
+                body = JSONResponse({"error": "internal error; the operator's log has the "
+                                     "details"}, status_code=500)  # fmt: skip
+                await body(scope, receive, send)
+            status[0] = 500
+        ms = (time.perf_counter() - start) * 1000
+        route, code = _route(scope), str(status[0])
+        self.metrics.request_latency.labels(route=route, method=scope["method"],
+                                            status=code).observe(ms / 1000)  # fmt: skip
+        client = scope["state"].get("client", "-")
+        self.log.info("client=%s %s %s %s %.1fms", client, scope["method"], route, code, ms)
+
+
+def _route(scope: Scope) -> str:
+    """The matched route's template (``/v1/jobs/{job_id}``), never the concrete path."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "unmatched"
+
+
+def create_app(cfg: ServiceConfig, engine: ScreeningEngine, tokens: TokenStore,
+               metrics: Metrics, scp: Any = None) -> FastAPI:  # fmt: skip
+    """The service's FastAPI application (not started; see :mod:`.server`).
+
+    Args:
+        cfg: the service settings (limits).
+        engine: a started :class:`~.engine.ScreeningEngine`.
+        tokens: the bearer tokens.
+        metrics: the process's metrics (``/metrics`` renders them).
+        scp: the C-STORE SCP handle when one runs (reported by ``/healthz``).
+    """
+    app = FastAPI(title="echoscreen screening service", docs_url=None, redoc_url=None,
+                  openapi_url="/v1/openapi.json")  # fmt: skip
+    app.state.draining = False
+    limits = UploadLimits(max_bytes=cfg.max_upload_bytes, max_files=cfg.max_files)
+    _handlers(app)
+    app.add_middleware(AccessLog, metrics=metrics)
+
+    def client(request: Request) -> str:
+        """The token's name (401 without a valid bearer token)."""
+        scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise AuthError("no bearer token; send `Authorization: Bearer es_...` with a "
+                            "token from `echoscreen tokens create NAME`")  # fmt: skip
+        name = tokens.verify(secret.strip())
+        request.state.client = name
+        return name
+
+    async def files_of(request: Request) -> list[tuple[str, bytes]]:
+        declared = request.headers.get("content-length")
+        body = await read_body(request.stream(), int(declared) if declared and
+                               declared.isdigit() else None, limits)  # fmt: skip
+        return await run_in_threadpool(parse_upload, body, request.headers.get(
+            "content-type", ""), limits)  # fmt: skip
+
+    @app.post("/v1/studies", status_code=202)
+    async def post_study(request: Request, who: str = Depends(client)) -> JSONResponse:
+        files = await files_of(request)
+        source = "web" if request.headers.get("x-echoscreen-source") == "web" else "api"
+        job = await run_in_threadpool(lambda: engine.submit(files, client=who, source=source))
+        url = f"/v1/jobs/{job}"
+        return JSONResponse({"job": job, "status_url": url}, 202, {"Location": url})
+
+    @app.post("/v1/screen")
+    async def post_screen(request: Request, who: str = Depends(client)) -> dict[str, Any]:
+        files = await files_of(request)
+        if len(files) > cfg.max_sync_files:
+            n, most = len(files), cfg.max_sync_files
+            what = f"{n} files are more than the {most} screened synchronously"
+            raise too_large(what, "POST /v1/studies and poll the job")
+        return await run_in_threadpool(lambda: engine.screen(files, client=who, source="sync"))
+
+    @app.get("/v1/jobs/{job_id}")
+    def get_job(job_id: str, who: str = Depends(client)) -> dict[str, Any]:
+        job = engine.job(job_id) if JOB_ID.match(job_id) else None
+        if job is None:
+            raise ServiceError(f"no job {job_id}: unknown, or its result expired", status=404)
+        return job
+
+    @app.get("/v1/jobs/{job_id}/explanations/{k}.png")
+    def get_explanation(job_id: str, k: int, who: str = Depends(client)) -> Response:
+        png = engine.explanation(job_id, k) if JOB_ID.match(job_id) else None
+        if png is None:
+            raise ServiceError(f"no explanation {k} of job {job_id}: unknown, not ready or "
+                               "expired", status=404)  # fmt: skip
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+    @app.post("/dicomweb/studies")
+    async def stow(request: Request, who: str = Depends(client)) -> JSONResponse:
+        if not request.headers.get("content-type", "").lower().startswith("multipart/related"):
+            raise ServiceError('STOW-RS takes multipart/related; type="application/dicom"',
+                               status=415)  # fmt: skip
+        files = await files_of(request)
+        refs, failed = await run_in_threadpool(stow_references, files)
+        if not refs:
+            raise ServiceError("no part of the STOW-RS request is a DICOM instance", status=409)
+        job = await run_in_threadpool(lambda: engine.submit(files, client=who, source="stow"))
+        url = f"/v1/jobs/{job}"
+        doc = {"00081190": {"vr": "UR", "Value": [str(request.base_url).rstrip("/") + url]},
+               "00081199": {"vr": "SQ", "Value": refs}}  # fmt: skip
+        if failed:
+            doc["00081198"] = {"vr": "SQ", "Value": failed}
+        return JSONResponse(doc, 202 if failed else 200, {"Location": url, "X-Echoscreen-Job":
+                                                          job}, media_type=DICOM_JSON)  # fmt: skip
+
+    _public_routes(app, engine, metrics, scp)
+    return app
+
+
+def stow_references(files: list[tuple[str, bytes]]) -> tuple[list[Any], list[Any]]:
+    """DICOM JSON items of the STOW-RS response: referenced and failed instances.
+
+    Failure reason 0xC000 (cannot understand) for parts that are not DICOM.
+    """
+    import pydicom
+
+    refs, failed = [], []
+    for _, data in files:
+        try:
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True,
+                                 specific_tags=["SOPClassUID", "SOPInstanceUID"])  # fmt: skip
+            cls, uid = str(ds.SOPClassUID), str(ds.SOPInstanceUID)
+        except Exception:  # any parse failure is this part's failure, reported per part
+            failed.append({"00081197": {"vr": "US", "Value": [0xC000]}})
+            continue
+        refs.append({"00081150": {"vr": "UI", "Value": [cls]},
+                     "00081155": {"vr": "UI", "Value": [uid]}})  # fmt: skip
+    return refs, failed
+
+
+def _public_routes(app: FastAPI, engine: ScreeningEngine, metrics: Metrics, scp: Any) -> None:
+    """``/healthz``, ``/metrics`` and the web page: no token needed."""
+
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
+        draining = bool(app.state.draining)
+        doc = {"status": "draining" if draining else "ok", "model": engine.model_ref,
+               "queue_depth": engine.queue_depth(), "dicom": scp is not None}  # fmt: skip
+        return JSONResponse(doc, 503 if draining else 200)
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        metrics.queue_depth.set(engine.queue_depth())
+        body, ctype = metrics.render()
+        return Response(body, media_type=ctype)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        page = WEB_DIR / "index.html"
+        if not page.is_file():
+            raise ServiceError("this installation has no web page", status=404)
+        return FileResponse(page)
+
+    app.mount("/static", StaticFiles(directory=WEB_DIR, check_dir=False), name="static")
+
+
+def _handlers(app: FastAPI) -> None:
+    """Every refusal as ``{"error": reason}``; validation and routing errors likewise."""
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(EchoscreenError)
+    async def echoscreen_error(request: Request, exc: EchoscreenError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        where = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
+                          for e in exc.errors())  # fmt: skip
+        return JSONResponse({"error": f"malformed request ({where})"}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code,
+                            headers=exc.headers)  # fmt: skip

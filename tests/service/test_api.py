@@ -1,0 +1,231 @@
+"""The HTTP API against the real engine and the tiny package, served by uvicorn on loopback.
+
+One service for the module (queue of 2, one job thread, small limits) driven by real httpx
+clients: auth, async jobs, sync screening, STOW-RS, health and metrics, every kind of bad
+input (a 4xx with a reason, never a 500), overload (503 + Retry-After) and the access log.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pydicom
+import pytest
+from tests.registry.pkgfix import Published
+
+from echoscreen.service.app import ACCESS_LOG
+from echoscreen.service.config import ServiceConfig
+from echoscreen.service.server import Service, running
+from echoscreen.service.tokens import TokenStore
+
+MiB = 1 << 20
+
+
+@dataclass
+class Live:
+    """The running service, a valid token and one phantom study's files."""
+
+    url: str
+    service: Service
+    tokens: TokenStore
+    token: str
+    study: list[tuple[str, bytes]]
+
+    def client(self, token: str | None = "") -> httpx.Client:
+        secret = self.token if token == "" else token
+        headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=120.0)
+
+
+@pytest.fixture(scope="module")
+def live(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    state = tmp_path_factory.mktemp("service-state")
+    cfg = ServiceConfig(registry=published.registry, model=published.ref, state_dir=state,
+                        port=0, backend="onnx", cpu_workers=1, job_threads=1, queue_size=2,
+                        max_upload_bytes=4 * MiB, max_files=30, max_sync_files=12,
+                        explain_clips=1)  # fmt: skip
+    folder = published.train_study_folders()[0]
+    study = [(str(p.relative_to(folder)), p.read_bytes())
+             for p in sorted(folder.rglob("*")) if p.is_file()]  # fmt: skip
+    with running(cfg) as (url, service):
+        tokens = TokenStore(state / "tokens.db")
+        yield Live(url, service, tokens, tokens.create("clinic-a"), study)
+
+
+def _form(files: list[tuple[str, bytes]]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("files", (name, data, "application/dicom")) for name, data in files]
+
+
+def _zip(files: list[tuple[str, bytes]]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files:
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _wait(c: httpx.Client, job: str, timeout: float = 120.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        doc: dict[str, Any] = c.get(f"/v1/jobs/{job}").json()
+        if doc["status"] not in ("queued", "running") or time.monotonic() > deadline:
+            return doc
+        time.sleep(0.1)
+
+
+def test_tokens_required_and_revocation(live: Live) -> None:
+    with live.client(None) as c:
+        r = c.post("/v1/studies", files=_form(live.study[:1]))
+        assert r.status_code == 401 and "bearer token" in r.json()["error"]
+        assert r.headers["www-authenticate"].startswith("Bearer")
+        assert c.get("/v1/jobs/" + "0" * 32).status_code == 401
+        assert c.get("/healthz").json()["model"] == "tiny:1"  # public
+    with live.client("es_" + "x" * 43) as c:
+        assert c.post("/v1/screen", files=_form(live.study[:1])).status_code == 401
+    secret = live.tokens.create("leaver")
+    with live.client(secret) as c:
+        assert c.get("/v1/jobs/" + "0" * 32).status_code == 404  # authorised, no such job
+        live.tokens.revoke("leaver")
+        r = c.get("/v1/jobs/" + "0" * 32)
+        assert r.status_code == 401 and "revoked" in r.json()["error"]
+
+
+def test_async_job_sync_screen_and_explanations(live: Live) -> None:
+    with live.client() as c:
+        r = c.post("/v1/studies", files=_form(live.study))
+        assert r.status_code == 202, r.text
+        job = r.json()["job"]
+        assert r.json()["status_url"] == r.headers["location"] == f"/v1/jobs/{job}"
+        doc = _wait(c, job)
+        assert doc["status"] == "done", doc
+        result = doc["result"]
+        assert result["decision"] in ("screen-positive", "normal", "inconclusive")
+        assert result["model_version"] and result["job"] == job
+        indexes = sorted(clip["file_index"] for clip in result["clips"])
+        assert indexes == list(range(len(live.study)))
+        assert all("file" not in clip for clip in result["clips"])
+        for ex in result["explanations"]:
+            png = c.get(ex["url"])
+            assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+        assert c.get(f"/v1/jobs/{job}/explanations/99.png").status_code == 404
+        sync = c.post("/v1/screen", content=_zip(live.study),
+                      headers={"Content-Type": "application/zip"})  # fmt: skip
+        assert sync.status_code == 200, sync.text
+        same = ("decision", "p_screen", "model_version")
+        assert {k: sync.json()[k] for k in same} == {k: result[k] for k in same}
+
+
+def test_stow_rs(live: Live) -> None:
+    boundary = "stow-b0undary"
+    head = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+    body = b"".join(head + data + b"\r\n" for _, data in live.study)
+    body += f"--{boundary}--\r\n".encode()
+    ctype = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    with live.client() as c:
+        r = c.post("/dicomweb/studies", content=body, headers={"Content-Type": ctype,
+                   "Accept": "application/dicom+json"})  # fmt: skip
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"].startswith("application/dicom+json")
+        refs = r.json()["00081199"]["Value"]
+        uids = {str(pydicom.dcmread(io.BytesIO(d), stop_before_pixels=True).SOPInstanceUID)
+                for _, d in live.study}  # fmt: skip
+        assert {ref["00081155"]["Value"][0] for ref in refs} == uids
+        assert _wait(c, r.headers["x-echoscreen-job"])["status"] == "done"
+        bad = c.post("/dicomweb/studies", content=_zip(live.study),
+                     headers={"Content-Type": "application/zip"})  # fmt: skip
+        assert bad.status_code == 415
+
+
+def _bad_inputs(live: Live, pydicom_file: Callable[[str], Path]) -> dict[str, Any]:
+    """name -> (request kwargs, expected status) of bad uploads."""
+    dcm = live.study[0][1]
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("zeros.dcm", bytes(3 * MiB))
+    zip_ct = {"Content-Type": "application/zip"}
+    return {
+        "not dicom": ({"files": _form([("notes.txt", b"just some text " * 100)])}, 422),
+        "truncated": ({"files": _form([("cut.dcm", dcm[:300])])}, 422),
+        "wrong modality": ({"files": _form([("ct.dcm",
+                                             pydicom_file("CT_small.dcm").read_bytes())])}, 422),
+        "too large": ({"content": os.urandom(6 * MiB), "headers": zip_ct}, 413),
+        "too large, streamed": ({"content": [os.urandom(MiB)] * 7, "headers": zip_ct}, 413),
+        "zip bomb": ({"content": bomb.getvalue(), "headers": zip_ct}, 413),
+        "too many files": ({"content": _zip([(f"{i}.dcm", dcm[:10]) for i in range(31)]),
+                            "headers": zip_ct}, 413),
+        "nested zip": ({"content": _zip([("inner.zip", _zip(live.study[:1]))]),
+                        "headers": zip_ct}, 422),
+        "empty": ({"content": b"", "headers": zip_ct}, 400),
+        "unsupported type": ({"content": b"{}", "headers": {"Content-Type": "text/json"}}, 415),
+    }  # fmt: skip
+
+
+def test_bad_inputs_are_4xx_with_a_reason(live: Live,
+                                          pydicom_file: Callable[[str], Path]) -> None:  # fmt: skip
+    with live.client() as c:
+        for what, (kwargs, status) in _bad_inputs(live, pydicom_file).items():
+            for route in ("/v1/studies", "/v1/screen"):
+                r = c.post(route, **kwargs)
+                assert r.status_code == status, (what, route, r.text)
+                assert len(r.json()["error"]) > 10, (what, r.text)
+        many = c.post("/v1/screen", files=_form(live.study + live.study[:1]))  # > max_sync_files
+        assert many.status_code == 413 and "/v1/studies" in many.json()["error"]
+        # a US file whose header reads but whose pixels do not: no usable clip
+        head = pydicom.dcmread(io.BytesIO(live.study[0][1]))
+        head.PixelData = head.PixelData[:100]
+        buf = io.BytesIO()
+        head.save_as(buf, enforce_file_format=True)
+        r = c.post("/v1/screen", files=_form([("broken.dcm", buf.getvalue())]))
+        assert r.status_code == 422 and "error" in r.json(), r.text
+        assert c.get("/v1/jobs/not-a-job").status_code == 404
+        assert c.get("/v1/jobs/" + "0" * 32 + "/explanations/x.png").status_code == 422
+        assert c.get("/nowhere").status_code == 404
+
+
+def test_overload_answers_503_with_retry_after(live: Live) -> None:
+    def post(_: int) -> httpx.Response:
+        with live.client() as c:
+            return c.post("/v1/studies", files=_form(live.study))
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(post, range(12)))
+    codes = sorted(r.status_code for r in answers)
+    assert set(codes) == {202, 503}, codes
+    for r in answers:
+        if r.status_code == 503:
+            assert int(r.headers["retry-after"]) >= 1 and "retry" in r.json()["error"]
+    with live.client() as c:  # every accepted job still finishes
+        for r in answers:
+            if r.status_code == 202:
+                assert _wait(c, r.json()["job"])["status"] == "done"
+
+
+def test_health_metrics_and_access_log(live: Live, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=ACCESS_LOG)
+    with live.client() as c:
+        r = c.post("/v1/screen", files=_form(live.study))
+        assert r.status_code == 200
+        assert c.get("/healthz").json() == {"status": "ok", "model": "tiny:1", "queue_depth": 0,
+                                            "dicom": False}  # fmt: skip
+        text = c.get("/metrics").text
+    for needle in ('echoscreen_request_seconds_bucket{le="0.005",method="POST",route="/v1/screen"',
+                   "echoscreen_queue_depth 0.0", "echoscreen_batch_size_count{model=\"view\"}",
+                   'echoscreen_decisions_total{decision="', 'echoscreen_model_info{backend="onnx",'
+                   'model="tiny:1"} 1.0', 'route="/v1/jobs/{job_id}"'):  # fmt: skip
+        assert needle in text, needle
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == ACCESS_LOG]
+    assert any(line.startswith("client=clinic-a POST /v1/screen 200 ") for line in lines), lines
+    ds = pydicom.dcmread(io.BytesIO(live.study[0][1]), stop_before_pixels=True)
+    private = [str(ds.PatientName), str(ds.PatientID), str(ds.StudyInstanceUID), live.study[0][0]]
+    for line in lines:
+        assert not any(p and p in line for p in private), line
