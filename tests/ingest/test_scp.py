@@ -102,7 +102,7 @@ def test_storescu_pushes_every_transfer_syntax_and_studies_arrive_intact(
 ) -> None:
     server, received = scp
     names = sorted(us_files)
-    cmd = [*storescu, "-aec", "ECHOSCREEN", "127.0.0.1", str(server.port)]
+    cmd = [*storescu, "-aet", "CART7", "-aec", "ECHOSCREEN", "127.0.0.1", str(server.port)]
     done = _run(cmd + [str(us_files[n]) for n in names])
     assert done.returncode == 0, done.stderr
     groups = expected_groups(names)
@@ -112,6 +112,7 @@ def test_storescu_pushes_every_transfer_syntax_and_studies_arrive_intact(
     got: dict[str, set[str]] = {}
     for batch in batches:
         assert not batch.unreadable
+        assert batch.sender == "CART7"  # the calling AE title of the association
         for inst in batch.instances:
             assert inst.origin.startswith("dicom://127.0.0.1")
             # the same SOP instance can come twice (RLE and palette copies): match both ways

@@ -54,11 +54,14 @@ class StudyBatch:
         instances: readable DICOM instances of this study.
         unreadable: files that could not be read as DICOM, each with a fixed,
             non-identifying reason.
+        sender: who delivered it, where the source knows (the calling AE title of a
+            DIMSE association), else ``""``.
     """
 
     key: str
     instances: list[Instance] = field(default_factory=list)
     unreadable: list[tuple[Instance, str]] = field(default_factory=list)
+    sender: str = ""
 
 
 @runtime_checkable

@@ -109,6 +109,7 @@ class StoreSCP:
         self.max_association_bytes = max_association_bytes
         self._requested_port = port
         self._pending: dict[int, list[Instance]] = {}
+        self._callers: dict[int, str] = {}  # association -> calling AE title
         self._lock = threading.Lock()
         self._queue: queue.Queue[StudyBatch | None] = queue.Queue()
         self._server: Any = None
@@ -203,6 +204,7 @@ class StoreSCP:
             if sum(len(i.data) for i in held) + len(data) > self.max_association_bytes:
                 return STATUS_OUT_OF_RESOURCES
             held.append(Instance(data, f"{peer} #{len(held) + 1}"))
+            self._callers[key] = str(event.assoc.requestor.ae_title).strip()
         return STATUS_SUCCESS
 
     def _on_end(self, event: Any) -> None:
@@ -211,7 +213,9 @@ class StoreSCP:
     def _flush(self, key: int) -> None:
         with self._lock:
             instances = self._pending.pop(key, [])
+            caller = self._callers.pop(key, "")
         for batch in group_by_study(instances):
+            batch.sender = caller
             self._queue.put(batch)
 
     # ---- delivery (one worker thread) ----

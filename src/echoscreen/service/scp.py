@@ -4,8 +4,8 @@ A scanner (or a PACS, or dcmtk's ``storescu``) pushes a study; when its associat
 ends, each study it carried is submitted to the :class:`ScreeningEngine` as one job
 (client ``dimse:{calling AE title}``, source ``"dimse"``), with ``on_done`` (typically
 :func:`echoscreen.service.pacs.sr_sender`) called once the result is stored. Receiving
-is :class:`echoscreen.ingest.scp.StoreSCP`'s work; this module only remembers the
-calling AE title of each association and hands studies to the engine.
+is :class:`echoscreen.ingest.scp.StoreSCP`'s work (each study it delivers names the
+calling AE title as ``sender``); this module hands studies to the engine.
 
 The sender has been told every instance was stored before the study is screened, so a
 study the engine cannot take right now (queue full) is retried for a while rather than
@@ -19,11 +19,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from echoscreen.errors import BadStudyError, OverloadedError, ServiceError
-from echoscreen.ingest.base import StudyBatch, group_by_study
+from echoscreen.ingest.base import StudyBatch
 from echoscreen.ingest.scp import StoreSCP
 
 if TYPE_CHECKING:
@@ -35,34 +34,6 @@ log = logging.getLogger(__name__)
 
 #: how long a study waits in total for room in a full engine queue (s)
 OVERLOAD_PATIENCE_S = 120.0
-
-
-@dataclass
-class CalledBatch(StudyBatch):
-    """A study as one association delivered it, with the caller's AE title."""
-
-    calling_ae: str = ""
-
-
-class _CallerSCP(StoreSCP):
-    """A :class:`StoreSCP` whose batches carry the calling AE title of their association."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._callers: dict[int, str] = {}
-
-    def _on_store(self, event: Any) -> int:
-        title = str(event.assoc.requestor.ae_title).strip() or "UNKNOWN"
-        with self._lock:
-            self._callers[id(event.assoc)] = title
-        return super()._on_store(event)
-
-    def _flush(self, key: int) -> None:
-        with self._lock:
-            instances = self._pending.pop(key, [])
-            caller = self._callers.pop(key, "UNKNOWN")
-        for batch in group_by_study(instances):
-            self._queue.put(CalledBatch(batch.key, batch.instances, batch.unreadable, caller))
 
 
 class ScpHandle:
@@ -83,7 +54,7 @@ class ScpHandle:
         self.submitted: list[str] = []
         self.refused: list[str] = []
         port = cfg.dicom_port if cfg.dicom_port is not None else 11112
-        self._scp = _CallerSCP(self._on_study, port=port, ae_title=cfg.ae_title, host=cfg.host)
+        self._scp = StoreSCP(self._on_study, port=port, ae_title=cfg.ae_title, host=cfg.host)
 
     @property
     def port(self) -> int:
@@ -102,7 +73,7 @@ class ScpHandle:
         self._scp.stop()
 
     def _on_study(self, batch: StudyBatch) -> None:
-        caller = batch.calling_ae if isinstance(batch, CalledBatch) else "UNKNOWN"
+        caller = batch.sender or "UNKNOWN"
         files = [(f"dimse-{i:04d}.dcm", inst.data) for i, inst in enumerate(batch.instances)]
         if not files:
             self._refuse(caller, f"{len(batch.unreadable)} instance(s), none readable as DICOM")
