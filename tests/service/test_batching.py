@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -71,7 +72,7 @@ def test_concurrent_view_calls_merge_into_one_batch(published: Published,
     # the batch closes as soon as it holds max_batch rows; the long window never elapses
     batcher = BatchingBackend(onnx, max_batch=sum(sizes), max_wait_ms=30_000, metrics=metrics)
     try:
-        got = _together([lambda x=x: batcher.run("view", x) for x in inputs])
+        got = _together([partial(batcher.run, "view", x) for x in inputs])
     finally:
         batcher.close()
     assert metrics.sample("echoscreen_batch_size_count", {"model": "view"}) == 1
@@ -80,8 +81,9 @@ def test_concurrent_view_calls_merge_into_one_batch(published: Published,
         _close(out, onnx.run("view", x))
 
 
-def test_rhd_studies_padded_with_masks_give_unpadded_outputs(published: Published,
-                                                             onnx: OnnxBackend) -> None:  # fmt: skip
+def test_rhd_studies_padded_with_masks_give_unpadded_outputs(
+    published: Published, onnx: OnnxBackend
+) -> None:
     inputs = [_rhd_inputs(published, n, seed) for seed, n in enumerate([1, 4, 2])]
     merged = merge("rhd", inputs)
     assert merged["clips"].shape[:2] == (3, 4) and merged["mask"].sum() == 7
@@ -91,7 +93,7 @@ def test_rhd_studies_padded_with_masks_give_unpadded_outputs(published: Publishe
     metrics = Metrics()
     batcher = BatchingBackend(onnx, max_batch=3 * 4, max_wait_ms=30_000, metrics=metrics)
     try:
-        got = _together([lambda x=x: batcher.run("rhd", x) for x in inputs])
+        got = _together([partial(batcher.run, "rhd", x) for x in inputs])
     finally:
         batcher.close()
     assert metrics.sample("echoscreen_batch_size_count", {"model": "rhd"}) == 1

@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,7 +39,7 @@ class _Call:
     error: BaseException | None = None
 
 
-def merge(name: str, calls: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def merge(name: str, calls: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """One batch from several callers' inputs (see the module docstring for padding)."""
     if name != "rhd":
         return {k: np.concatenate([c[k] for c in calls]) for k in calls[0]}
@@ -54,7 +54,7 @@ def merge(name: str, calls: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndar
 
 
 def split(name: str, outputs: Mapping[str, np.ndarray],
-          calls: list[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:  # fmt: skip
+          calls: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:  # fmt: skip
     """Each caller's rows (and, for "rhd", its own clip count) of a merged batch's outputs."""
     parts: list[dict[str, np.ndarray]] = []
     start = 0

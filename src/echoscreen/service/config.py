@@ -102,6 +102,3 @@ class ServiceConfig:
             raise ConfigError(f"cpu_workers is {self.cpu_workers}; use 0 (one per core) or more")
         if self.max_wait_ms < 0 or self.result_ttl_s <= 0:
             raise ConfigError("max_wait_ms must be >= 0 and result_ttl_s > 0 (seconds)")
-        if self.max_sync_files > self.max_files:
-            raise ConfigError(f"max_sync_files ({self.max_sync_files}) exceeds max_files "
-                              f"({self.max_files}); lower it")  # fmt: skip

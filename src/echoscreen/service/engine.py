@@ -1,0 +1,379 @@
+"""``ScreeningEngine``: the service's in-memory screening pipeline (no HTTP here).
+
+A study is checked at the door (:mod:`~echoscreen.service.door`) in the caller's thread
+and queued as a job (:class:`~echoscreen.service.jobs.JobStore`, bounded: a full queue
+raises :class:`OverloadedError`). A job thread (``job_threads`` of them) then has every
+file decoded, de-identified and preprocessed in a spawn process pool (``cpu_workers``;
+:func:`echoscreen.screen.screener.read_file`), classifies views and decides through the
+:class:`~echoscreen.screen.Screener` logic, with inference micro-batched across jobs
+(:class:`~echoscreen.service.batching.BatchingBackend`), adds saliency key frames
+(:mod:`~echoscreen.service.explain`), stores the result document and calls ``on_done``.
+Nothing is written but the job row: files, pixels and key-frame PNGs stay in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from echoscreen.errors import BadStudyError, ConfigError, OverloadedError, ServiceError
+from echoscreen.registry.package import TASKS, ModelPackage, load_package
+from echoscreen.screen.backends import Backend, make_backend
+from echoscreen.screen.screener import ClipResult, Screener, ScreenResult, read_file
+from echoscreen.service.batching import BatchingBackend
+from echoscreen.service.config import ServiceConfig
+from echoscreen.service.door import check_study
+from echoscreen.service.jobs import INTERRUPTED, JobStore
+from echoscreen.service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+OnDone = Callable[[str, dict[str, Any], list[tuple[str, bytes]]], None]
+#: the reason a job that failed on a bug gets (details go to the log only)
+INTERNAL = "the service failed while screening this study (logged); submit it again"
+
+
+class CudaTorchBackend:
+    """Eager torch on a CUDA device (inference mode); numpy in and out."""
+
+    name = "torch-cuda"
+
+    def __init__(self, package: ModelPackage, device: str = "cuda") -> None:
+        """Load both models of ``package`` onto ``device``."""
+        self.device = device
+        self.models = {t: package.load_torch(t).to(device) for t in TASKS}
+
+    def run(self, name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """See :meth:`echoscreen.screen.backends.Backend.run`."""
+        import torch
+
+        from echoscreen.models.onnx import INPUT_NAMES, OUTPUT_NAMES
+
+        args = [torch.from_numpy(np.ascontiguousarray(inputs[k])).to(self.device)
+                for k in INPUT_NAMES[name]]  # fmt: skip
+        with torch.inference_mode():
+            out = self.models[name](*args)
+        return {k: out[k].float().cpu().numpy() for k in OUTPUT_NAMES[name]}
+
+
+def open_backend(package: ModelPackage, kind: str) -> Backend:
+    """The inner backend: ``auto`` is torch on CUDA when a GPU is visible, else ONNX Runtime."""
+    if kind in ("auto", "torch"):
+        import torch
+
+        if torch.cuda.is_available():
+            return CudaTorchBackend(package)
+        kind = "onnx" if kind == "auto" else "torch"
+    return make_backend(package, kind)
+
+
+@dataclass
+class _Job:
+    """A job while it is queued or running (the files live only here)."""
+
+    id: str
+    files: list[tuple[str, bytes]]
+    usable: list[int]
+    skipped: list[dict[str, Any]]
+    on_done: OnDone | None
+    done: threading.Event = field(default_factory=threading.Event)
+    error: ServiceError | None = None
+    future: Future[None] | None = None
+
+
+class ScreeningEngine:
+    """Screens studies for many clients at once.
+
+    Args:
+        cfg: the service settings (validated by the caller or in :meth:`start`).
+        metrics: where queue depth, batch sizes, decisions and jobs are counted.
+    """
+
+    def __init__(self, cfg: ServiceConfig, metrics: Metrics | None = None) -> None:
+        self.cfg = cfg
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.store: JobStore | None = None
+        self._package: ModelPackage | None = None
+        self._batcher: BatchingBackend | None = None
+        self._screener: Screener | None = None
+        self._explainer: Any = None
+        self._procs: ProcessPoolExecutor | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._live: dict[str, _Job] = {}
+        self._waiting = 0
+        self._closing = False
+        self._pngs: dict[str, tuple[float, list[bytes]]] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load and verify the package, open the backend, batcher, pools and job store."""
+        cfg = self.cfg.validate()
+        self._package = load_package(cfg.registry, cfg.model)
+        inner = open_backend(self._package, cfg.backend)
+        self._batcher = BatchingBackend(inner, cfg.max_batch, cfg.max_wait_ms, self.metrics)
+        self._screener = Screener(self._package, self._batcher)
+        if cfg.explain:
+            self._explainer = self._package.load_torch("rhd")
+            for p in self._explainer.parameters():
+                p.requires_grad_(False)  # gradients w.r.t. inputs only: safe across threads
+        self.store = JobStore(cfg.state_dir / "jobs.db", cfg.result_ttl_s)
+        ctx = multiprocessing.get_context("spawn")
+        self._procs = ProcessPoolExecutor(cfg.workers, mp_context=ctx)
+        warm = [self._procs.submit(read_file, b"", self._package.spec, os.urandom(32))
+                for _ in range(cfg.workers)]  # fmt: skip
+        for f in warm:
+            f.result()  # workers started and their imports done before the first study
+        self._threads = ThreadPoolExecutor(cfg.job_threads, thread_name_prefix="job")
+        self.metrics.set_model(self._package.ref, inner.name)
+
+    @property
+    def package(self) -> ModelPackage:
+        """The served, verified package."""
+        if self._package is None:
+            raise ConfigError("the screening engine is not started; call start() first")
+        return self._package
+
+    @property
+    def model_ref(self) -> str:
+        """``NAME:VERSION`` of the served package."""
+        return self.package.ref
+
+    def close(self, drain: bool = True, timeout: float = 60.0) -> None:
+        """Stop accepting jobs (submit raises OverloadedError) and shut down.
+
+        Args:
+            drain: finish the jobs queued and running first (up to ``timeout``); without
+                it, queued jobs are marked interrupted at once.
+            timeout: most seconds to wait for the jobs (those left are interrupted).
+        """
+        with self._lock:
+            self._closing = True
+            live = list(self._live.values())
+        deadline = time.monotonic() + timeout
+        for job in live if drain else []:
+            job.done.wait(max(0.0, deadline - time.monotonic()))
+        for job in live:
+            if not job.done.is_set() and job.future is not None and job.future.cancel():
+                self._end_cancelled(job)
+        if self._threads is not None:
+            self._threads.shutdown(wait=drain, cancel_futures=True)
+        if self._batcher is not None:
+            self._batcher.close()
+        if self._procs is not None:
+            self._procs.shutdown(wait=True, cancel_futures=True)
+        if self.store is not None:
+            self.store.close()
+
+    def _end_cancelled(self, job: _Job) -> None:
+        with self._lock:
+            self._waiting -= 1
+            self._live.pop(job.id, None)
+            self.metrics.queue_depth.set(self._waiting)
+        assert self.store is not None
+        self.store.fail(job.id, INTERRUPTED, "interrupted")
+        self.metrics.jobs.labels(status="interrupted").inc()
+        job.error = OverloadedError("the service is stopping; submit the study again")
+        job.done.set()
+
+    # -- the API --------------------------------------------------------------------------
+
+    def submit(self, files: list[tuple[str, bytes]], *, client: str, source: str = "api",
+               on_done: OnDone | None = None) -> str:  # fmt: skip
+        """Check a study at the door and queue it; returns the job id.
+
+        Args:
+            files: ``(name, bytes)`` of every file of one study (names are never stored).
+            client: the token's name (``dimse:AE`` for the SCP). source: see ``jobs.SOURCES``.
+            on_done: called as ``on_done(job_id, result, files)`` after the result is
+                stored (exceptions are logged; the result is kept).
+
+        Raises:
+            BadStudyError: too many files or bytes, or no usable file (reasons by index).
+            OverloadedError: the queue is full or the service is stopping.
+        """
+        return self._submit(files, client, source, on_done).id
+
+    def screen(self, files: list[tuple[str, bytes]], *, client: str, source: str = "sync",
+               timeout: float = 120.0) -> dict[str, Any]:  # fmt: skip
+        """Submit a study and wait for its result document.
+
+        Raises:
+            BadStudyError: as :meth:`submit`, or no clip could be read (422).
+            ServiceError: 504 when not done within ``timeout`` s (the job goes on).
+        """
+        job = self._submit(files, client, source, None)
+        if not job.done.wait(timeout):
+            raise ServiceError(f"the study was not screened within {timeout:.0f} s; it goes on "
+                               f"as job {job.id}: poll /v1/jobs/{job.id}", status=504)  # fmt: skip
+        if job.error is not None:
+            raise job.error
+        record = self.job(job.id)
+        if record is None or record["result"] is None:
+            raise ServiceError(f"the result of job {job.id} has expired already", status=500)
+        result: dict[str, Any] = record["result"]
+        return result
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        """``{"id", "status", "created", "finished", "reason", "result"}`` or None (unknown,
+        expired)."""
+        row = self._store().get(job_id)
+        if row is None:
+            return None
+        return {k: row[k] for k in ("id", "status", "created", "finished", "reason", "result")}
+
+    def explanation(self, job_id: str, k: int) -> bytes | None:
+        """PNG of the job's ``k``-th key frame, or None (no such frame, or expired)."""
+        with self._lock:
+            now = time.monotonic()
+            for jid in [j for j, (exp, _) in self._pngs.items() if exp <= now]:
+                del self._pngs[jid]
+            entry = self._pngs.get(job_id)
+        if entry is None or not 0 <= k < len(entry[1]):
+            return None
+        return entry[1][k]
+
+    def queue_depth(self) -> int:
+        """Jobs accepted but not started."""
+        with self._lock:
+            return self._waiting
+
+    # -- inside -------------------------------------------------------------------------
+
+    def _store(self) -> JobStore:
+        if self.store is None:
+            raise ConfigError("the screening engine is not started; call start() first")
+        return self.store
+
+    def _submit(self, files: list[tuple[str, bytes]], client: str, source: str,
+                on_done: OnDone | None) -> _Job:  # fmt: skip
+        store = self._store()
+        if self._closing:
+            raise OverloadedError("the service is stopping; retry shortly", retry_after=10)
+        door = check_study(files, self.cfg)
+        with self._lock:
+            if self._closing:
+                raise OverloadedError("the service is stopping; retry shortly", retry_after=10)
+            if self._waiting >= self.cfg.queue_size:
+                raise OverloadedError(f"the queue is full ({self._waiting} studies waiting); "
+                                      "retry shortly", retry_after=5)  # fmt: skip
+            job_id = store.create(client=client, source=source, n_files=len(files),
+                                  study=store.pseudonym(door.study_uid))  # fmt: skip
+            job = _Job(job_id, files, door.usable, door.skipped, on_done)
+            self._live[job_id] = job
+            self._waiting += 1
+            self.metrics.queue_depth.set(self._waiting)
+            assert self._threads is not None
+            job.future = self._threads.submit(self._run, job)
+        return job
+
+    def _run(self, job: _Job) -> None:
+        """A job thread's work on one job: screen, store, explain, call back."""
+        store = self._store()
+        with self._lock:
+            self._waiting -= 1
+            self.metrics.queue_depth.set(self._waiting)
+        store.start(job.id)
+        self.metrics.in_flight.inc()
+        try:
+            self._screen_job(job, store)
+        except BadStudyError as exc:
+            job.error = exc
+            store.fail(job.id, str(exc))
+            self.metrics.jobs.labels(status="failed").inc()
+        except Exception:
+            log.exception("job %s failed", job.id)
+            job.error = ServiceError(INTERNAL, status=500)
+            store.fail(job.id, INTERNAL)
+            self.metrics.jobs.labels(status="failed").inc()
+        finally:
+            self.metrics.in_flight.dec()
+            with self._lock:
+                self._live.pop(job.id, None)
+            job.done.set()
+
+    def _screen_job(self, job: _Job, store: JobStore) -> None:
+        clips, skipped, n_studies = self._read(job)
+        if not clips:
+            listed = "; ".join(f"file {s['file_index']}: {s['reason']}" for s in skipped[:10])
+            raise BadStudyError(f"no clip in the study could be read: {listed}")
+        assert self._screener is not None
+        pkg = self.package
+        result = ScreenResult(model=pkg.ref, backend=self._screener.backend.name,
+                              threshold=pkg.threshold, clips=clips)  # fmt: skip
+        if n_studies > 1:
+            result.warnings.append(f"the files belong to {n_studies} different studies; "
+                                   "screen one study at a time")  # fmt: skip
+        self._screener.classify(clips)
+        self._screener.decide(result)
+        doc = self._document(job.id, result, skipped)
+        pngs = self._explain(doc, clips)
+        doc["explanations"] = [
+            {"clip": e.clip, "frame": e.frame, "url": f"/v1/jobs/{job.id}/explanations/{k}.png"}
+            for k, e in enumerate(pngs)
+        ]  # fmt: skip
+        store.finish(job.id, doc)
+        if pngs:
+            with self._lock:
+                expiry = time.monotonic() + self.cfg.result_ttl_s
+                self._pngs[job.id] = (expiry, [e.png for e in pngs])
+        self.metrics.decisions.labels(decision=doc["decision"]).inc()
+        self.metrics.jobs.labels(status="done").inc()
+        if job.on_done is not None:
+            try:
+                job.on_done(job.id, doc, job.files)
+            except Exception:
+                log.exception("the on_done callback of job %s failed (its result is kept)",
+                              job.id)  # fmt: skip
+
+    def _read(self, job: _Job) -> tuple[list[ClipResult], list[dict[str, Any]], int]:
+        """Decode + de-identify + preprocess the usable files in the process pool."""
+        assert self._procs is not None
+        key, spec = os.urandom(32), self.package.spec
+        futures = [self._procs.submit(read_file, job.files[i][1], spec, key) for i in job.usable]
+        clips: list[ClipResult] = []
+        skipped = list(job.skipped)
+        studies: set[str] = set()
+        for i, fut in zip(job.usable, futures, strict=True):
+            pixels, study, reason = fut.result()
+            if pixels is None:
+                skipped.append({"file_index": i, "reason": reason or "unreadable"})
+                continue
+            studies.add(study)
+            clips.append(ClipResult(index=len(clips), file=str(i), pixels=pixels))
+        skipped.sort(key=lambda s: int(s["file_index"]))
+        return clips, skipped, len(studies)
+
+    def _document(self, job_id: str, result: ScreenResult,
+                  skipped: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+        """Screener's JSON with file names replaced by upload indexes, plus job fields."""
+        doc = result.to_json()
+        for c in doc["clips"]:
+            c["file_index"] = int(c.pop("file"))
+        doc["skipped"] = skipped
+        doc["job"] = job_id
+        doc["model_version"] = str(self.package.meta["version"])
+        doc["explanations"] = []
+        return doc
+
+    def _explain(self, doc: dict[str, Any], clips: list[ClipResult]) -> list[Any]:
+        """Key frames of the top evidence clips (none when off or without evidence)."""
+        if self._explainer is None or doc["p_screen"] is None:
+            return []
+        from echoscreen.service.explain import explain
+
+        try:
+            return explain(self.package, doc, clips, k=self.cfg.explain_clips,
+                           model=self._explainer)  # fmt: skip
+        except Exception:
+            log.exception("explanations failed (the result is kept without them)")
+            return []
