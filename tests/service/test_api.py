@@ -229,3 +229,38 @@ def test_health_metrics_and_access_log(live: Live, caplog: pytest.LogCaptureFixt
     private = [str(ds.PatientName), str(ds.PatientID), str(ds.StudyInstanceUID), live.study[0][0]]
     for line in lines:
         assert not any(p and p in line for p in private), line
+
+
+def test_a_bug_is_a_500_without_details(caplog: pytest.LogCaptureFixture) -> None:
+    """An unexpected exception in a route: logged with its traceback, answered without it."""
+    import asyncio
+
+    from fastapi import FastAPI
+
+    from echoscreen.service.app import AccessLog
+    from echoscreen.service.metrics import Metrics
+
+    app = FastAPI()
+
+    @app.get("/v1/bug/{x}")
+    def bug(x: str) -> None:
+        raise RuntimeError(f"secret detail {x}")
+
+    metrics = Metrics()
+    app.add_middleware(AccessLog, metrics=metrics)
+    caplog.set_level(logging.INFO)
+
+    async def get() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://test") as c:  # fmt: skip
+            return await c.get("/v1/bug/1.2.840.99")
+
+    r = asyncio.run(get())
+    assert r.status_code == 500 and "internal error" in r.json()["error"]
+    assert "secret" not in r.text and "Traceback" not in r.text
+    assert any(rec.exc_info and "secret detail" in str(rec.exc_info[1]) for rec in caplog.records)
+    access = [rec.getMessage() for rec in caplog.records if rec.name == ACCESS_LOG]
+    assert access == [access[0]] and "GET /v1/bug/{x} 500" in access[0]
+    assert "1.2.840.99" not in access[0]
+    labels = {"route": "/v1/bug/{x}", "method": "GET", "status": "500"}
+    assert metrics.sample("echoscreen_request_seconds_count", labels) == 1.0

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from tests.cli import fails, ok
@@ -42,6 +43,16 @@ def _wait_up(url: str, proc: subprocess.Popen[str], timeout: float = 120.0) -> N
     raise AssertionError("the service did not start")
 
 
+def _while_draining(c: httpx.Client, files: list[Any]) -> tuple[httpx.Response, httpx.Response]:
+    """A study posted and the health asked for after SIGTERM, once the drain has begun."""
+    for _ in range(200):
+        r = c.post("/v1/studies", files=files)
+        if r.status_code == 503:
+            return r, c.get("/healthz")
+        time.sleep(0.02)  # the signal may not be handled yet: the post was accepted
+    raise AssertionError("the service kept accepting studies after SIGTERM")
+
+
 def test_serve_sigterm_finishes_jobs_in_flight(published: Published, tmp_path: Path) -> None:
     state = tmp_path / "state"
     fails("serve", "--registry", str(published.registry), "--model", "tiny", "--state",
@@ -63,18 +74,9 @@ def test_serve_sigterm_finishes_jobs_in_flight(published: Published, tmp_path: P
                  for p in sorted(folder.rglob("*")) if p.is_file()]  # fmt: skip
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {secret}"},
                           timeout=60) as c:  # fmt: skip
-            jobs = [c.post("/v1/studies", files=files).json()["job"] for _ in range(2)]
+            jobs = [c.post("/v1/studies", files=files).json()["job"] for _ in range(3)]  # 3 in line
             proc.send_signal(signal.SIGTERM)
-            refused = None
-            for _ in range(100):  # while draining: new studies refused, health says so
-                try:
-                    r = c.post("/v1/studies", files=files[:1])
-                except httpx.TransportError:
-                    break
-                if r.status_code == 503:
-                    refused = r
-                    break
-                time.sleep(0.05)
+            refused, health = _while_draining(c, files[:1])
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -82,8 +84,9 @@ def test_serve_sigterm_finishes_jobs_in_flight(published: Published, tmp_path: P
             proc.communicate()
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "every accepted job finished" in err
-    if refused is not None:  # the drain may end before a new post reaches it
-        assert refused.headers["retry-after"] and "stopping" in refused.json()["error"]
+    assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
+    assert "stopping" in refused.json()["error"]
+    assert health.status_code == 503 and health.json()["status"] == "draining"
     store = JobStore(state / "jobs.db")  # reopening marks jobs a crash left as interrupted
     try:
         for job in jobs:
