@@ -260,6 +260,7 @@ class ScreeningEngine:
         if self._closing:
             raise OverloadedError("the service is stopping; retry shortly", retry_after=10)
         door = check_study(files, self.cfg)
+        store.purge()  # expired results go as new work comes in
         with self._lock:
             if self._closing:
                 raise OverloadedError("the service is stopping; retry shortly", retry_after=10)
