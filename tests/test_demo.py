@@ -13,7 +13,8 @@ from echoscreen.registry import MANIFEST
 from echoscreen.store.site import Site
 
 STAGES = ("1. phantom cohort", "2. fast cine reading", "3. data site", "4. data server",
-          "5a. train", "5b. evaluate", "5c. publish", "5d. screen held-out")  # fmt: skip
+          "5a. train", "5b. evaluate", "5c. publish", "5d. screen held-out",
+          "6. screening service")  # fmt: skip
 
 
 def test_demo_runs_every_stage_on_a_tiny_cohort(tmp_path: Path) -> None:
@@ -55,10 +56,16 @@ def test_demo_runs_every_stage_on_a_tiny_cohort(tmp_path: Path) -> None:
     held_out = sorted(p.parent.relative_to(cfg.workdir / "held-out").as_posix()
                       for p in (cfg.workdir / "held-out").glob("*/*/IM0001.dcm"))  # fmt: skip
     assert len(held_out) == 2
-    decisions = [line for line in text.splitlines() if line.startswith("│ P")]
-    assert len(decisions) == 2
-    for study, line in zip(held_out, sorted(decisions), strict=True):
-        cells = [c.strip() for c in line.strip("│").split("│")]
+    rows = [[c.strip() for c in line.strip("│").split("│")]
+            for line in text.splitlines() if line.startswith("│ P")]  # fmt: skip
+    assert len(rows) == 4  # stage 5d's table, then stage 6's
+    offline, served = rows[:2], rows[2:]
+    for study, cells in zip(held_out, sorted(offline), strict=True):
         assert cells[0] == study
         assert cells[1] in ("normal", "borderline", "definite")
         assert cells[2] in ("normal", "screen-positive", "inconclusive")
+    # stage 6: the same studies through the service's API, with the same decisions
+    decided = {c[0]: c[2] for c in offline}
+    for cells in served:
+        assert cells[1] == decided[cells[0]] and cells[4] == "yes"
+    assert "2/2 decisions as in stage 5d" in text

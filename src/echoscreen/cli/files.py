@@ -14,11 +14,15 @@ def demo(
     workdir: Path = typer.Option(
         Path("demo-work"), "--workdir", help="Folder for everything the demo makes."
     ),
+    serve: bool = typer.Option(
+        False, "--serve", help="Then keep the screening service running and print its web page."
+    ),
+    port: int = typer.Option(8080, "--port", help="Port of the service with --serve."),
 ) -> None:
     """Run the main job end to end on embedded defaults."""
     from echoscreen.demo import DemoConfig, run_demo
 
-    run_demo(DemoConfig(workdir=workdir), out)
+    run_demo(DemoConfig(workdir=workdir), out, serve_port=port if serve else None)
 
 
 def _parse_size(text: str | None) -> tuple[int, int] | None:

@@ -3,7 +3,9 @@
 Stages (one module per group): 1-4 in :mod:`echoscreen.demo.data` (phantom cohort,
 fast read-back, data site, data server over mutual TLS); 5 in
 :mod:`echoscreen.demo.models` (train both models through that server, evaluate,
-publish, screen held-out studies). The wall time of every stage is printed at the end.
+publish, screen held-out studies); 6 in :mod:`echoscreen.demo.service` (the screening
+service: held-out studies through its API; with ``serve_port`` it then stays up). The
+wall time of every stage is printed at the end.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from echoscreen.demo import data, models
+from echoscreen.demo import service as service_stage
 from echoscreen.demo.config import DemoConfig
 
 __all__ = ["DemoConfig", "run_demo"]
@@ -47,8 +50,15 @@ class _Clock:
         return table
 
 
-def run_demo(cfg: DemoConfig, console: Console) -> None:
-    """Run every demo stage in order, printing what each produced and how long it took."""
+def run_demo(cfg: DemoConfig, console: Console, serve_port: int | None = None) -> None:
+    """Run every demo stage in order, printing what each produced and how long it took.
+
+    Args:
+        cfg: the demo's settings.
+        console: where tables and progress go.
+        serve_port: after the last stage, keep the screening service running on this
+            port (in the foreground, until Ctrl-C); None: stop when done.
+    """
     cfg.workdir.mkdir(parents=True, exist_ok=True)
     clock = _Clock(console)
     with clock.stage("1. phantom cohort"):
@@ -69,6 +79,8 @@ def run_demo(cfg: DemoConfig, console: Console) -> None:
     if cfg.train:
         _evaluate_publish_screen(cfg, runs, clock)
     console.print(clock.table())
+    if cfg.train and serve_port is not None:
+        service_stage.serve_forever(cfg, ":".join(models.PACKAGE), serve_port, console)
 
 
 def _evaluate_publish_screen(cfg: DemoConfig, runs: models.Runs, clock: _Clock) -> None:
@@ -86,3 +98,6 @@ def _evaluate_publish_screen(cfg: DemoConfig, runs: models.Runs, clock: _Clock) 
         table, summary = models.screen_held_out(cfg, package, console)
         console.print(table)
         console.print(models.held_out_line(summary))
+    with clock.stage("6. screening service: held-out studies through its API"):
+        console.print(service_stage.screen_through_api(cfg, ":".join(models.PACKAGE),
+                                                       summary["decisions"], console))
