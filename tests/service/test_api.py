@@ -50,13 +50,13 @@ class Live:
 @pytest.fixture(scope="module")
 def live(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     state = tmp_path_factory.mktemp("service-state")
-    cfg = ServiceConfig(registry=published.registry, model=published.ref, state_dir=state,
-                        port=0, backend="onnx", cpu_workers=1, job_threads=1, queue_size=2,
-                        max_upload_bytes=4 * MiB, max_files=30, max_sync_files=12,
-                        explain_clips=1)  # fmt: skip
     folder = published.train_study_folders()[0]
     study = [(str(p.relative_to(folder)), p.read_bytes())
              for p in sorted(folder.rglob("*")) if p.is_file()]  # fmt: skip
+    cfg = ServiceConfig(registry=published.registry, model=published.ref, state_dir=state,
+                        port=0, backend="onnx", cpu_workers=1, job_threads=1, queue_size=2,
+                        max_upload_bytes=4 * MiB, max_files=30, max_sync_files=len(study),
+                        explain_clips=1)  # fmt: skip
     with running(cfg) as (url, service):
         tokens = TokenStore(state / "tokens.db")
         yield Live(url, service, tokens, tokens.create("clinic-a"), study)

@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -119,79 +121,107 @@ def create_app(cfg: ServiceConfig, engine: ScreeningEngine, tokens: TokenStore,
     app = FastAPI(title="echoscreen screening service", docs_url=None, redoc_url=None,
                   openapi_url="/v1/openapi.json")  # fmt: skip
     app.state.draining = False
-    limits = UploadLimits(max_bytes=cfg.max_upload_bytes, max_files=cfg.max_files)
     _handlers(app)
     app.add_middleware(AccessLog, metrics=metrics)
+    api = _Api(cfg, engine, tokens)
+    auth = [Depends(api.client)]
+    app.add_api_route("/v1/studies", api.post_study, methods=["POST"], status_code=202,
+                      dependencies=auth)  # fmt: skip
+    app.add_api_route("/v1/screen", api.post_screen, methods=["POST"], dependencies=auth)
+    app.add_api_route("/v1/jobs/{job_id}", api.get_job, methods=["GET"], dependencies=auth)
+    app.add_api_route("/v1/jobs/{job_id}/explanations/{k}.png", api.get_explanation,
+                      methods=["GET"], dependencies=auth)  # fmt: skip
+    app.add_api_route("/dicomweb/studies", api.stow, methods=["POST"], dependencies=auth)
+    _public_routes(app, engine, metrics, scp)
+    return app
 
-    def client(request: Request) -> str:
-        """The token's name (401 without a valid bearer token)."""
+
+def _who(request: Request) -> str:
+    """The client name :meth:`_Api.client` put into the request state."""
+    return str(request.state.client)
+
+
+class _Api:
+    """The authenticated routes (bound methods registered by :func:`create_app`)."""
+
+    def __init__(self, cfg: ServiceConfig, engine: ScreeningEngine, tokens: TokenStore) -> None:
+        self.cfg, self.engine, self.tokens = cfg, engine, tokens
+        self.limits = UploadLimits(max_bytes=cfg.max_upload_bytes, max_files=cfg.max_files)
+        self._sync: anyio.CapacityLimiter | None = None
+
+    def client(self, request: Request) -> str:
+        """The token's name, also put into the request state (401 without a valid token)."""
         scheme, _, secret = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             raise AuthError("no bearer token; send `Authorization: Bearer es_...` with a "
                             "token from `echoscreen tokens create NAME`")  # fmt: skip
-        name = tokens.verify(secret.strip())
+        name = self.tokens.verify(secret.strip())
         request.state.client = name
         return name
 
-    async def files_of(request: Request) -> list[tuple[str, bytes]]:
+    async def files_of(self, request: Request) -> list[tuple[str, bytes]]:
+        """The upload's files (streamed up to the size limit, parsed off the event loop)."""
         declared = request.headers.get("content-length")
-        body = await read_body(request.stream(), int(declared) if declared and
-                               declared.isdigit() else None, limits)  # fmt: skip
-        return await run_in_threadpool(parse_upload, body, request.headers.get(
-            "content-type", ""), limits)  # fmt: skip
+        size = int(declared) if declared and declared.isdigit() else None
+        body = await read_body(request.stream(), size, self.limits)
+        ctype = request.headers.get("content-type", "")
+        return await run_in_threadpool(parse_upload, body, ctype, self.limits)
 
-    @app.post("/v1/studies", status_code=202)
-    async def post_study(request: Request, who: str = Depends(client)) -> JSONResponse:
-        files = await files_of(request)
+    async def submit(self, request: Request, files: list[tuple[str, bytes]], source: str) -> str:
+        who = _who(request)
+        return await run_in_threadpool(lambda: self.engine.submit(files, client=who, source=source))
+
+    async def post_study(self, request: Request) -> JSONResponse:
+        files = await self.files_of(request)
         source = "web" if request.headers.get("x-echoscreen-source") == "web" else "api"
-        job = await run_in_threadpool(lambda: engine.submit(files, client=who, source=source))
+        job = await self.submit(request, files, source)
         url = f"/v1/jobs/{job}"
         return JSONResponse({"job": job, "status_url": url}, 202, {"Location": url})
 
-    @app.post("/v1/screen")
-    async def post_screen(request: Request, who: str = Depends(client)) -> dict[str, Any]:
-        files = await files_of(request)
-        if len(files) > cfg.max_sync_files:
-            n, most = len(files), cfg.max_sync_files
+    async def post_screen(self, request: Request) -> dict[str, Any]:
+        files = await self.files_of(request)
+        n, most = len(files), self.cfg.max_sync_files
+        if n > most:
             what = f"{n} files are more than the {most} screened synchronously"
             raise too_large(what, "POST /v1/studies and poll the job")
-        return await run_in_threadpool(lambda: engine.screen(files, client=who, source="sync"))
+        if self._sync is None:  # made on first use, inside the event loop
+            self._sync = anyio.CapacityLimiter(self.cfg.queue_size + self.cfg.job_threads)
+        who = _who(request)
+        # waits on its own limiter: blocked screens never starve the shared thread pool
+        # that token checks and job polls run in
+        return await anyio.to_thread.run_sync(
+            lambda: self.engine.screen(files, client=who, source="sync"), limiter=self._sync
+        )
 
-    @app.get("/v1/jobs/{job_id}")
-    def get_job(job_id: str, who: str = Depends(client)) -> dict[str, Any]:
-        job = engine.job(job_id) if JOB_ID.match(job_id) else None
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        job = self.engine.job(job_id) if JOB_ID.match(job_id) else None
         if job is None:
             raise ServiceError(f"no job {job_id}: unknown, or its result expired", status=404)
         return job
 
-    @app.get("/v1/jobs/{job_id}/explanations/{k}.png")
-    def get_explanation(job_id: str, k: int, who: str = Depends(client)) -> Response:
-        png = engine.explanation(job_id, k) if JOB_ID.match(job_id) else None
+    def get_explanation(self, job_id: str, k: int) -> Response:
+        png = self.engine.explanation(job_id, k) if JOB_ID.match(job_id) else None
         if png is None:
             raise ServiceError(f"no explanation {k} of job {job_id}: unknown, not ready or "
                                "expired", status=404)  # fmt: skip
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
-    @app.post("/dicomweb/studies")
-    async def stow(request: Request, who: str = Depends(client)) -> JSONResponse:
+    async def stow(self, request: Request) -> JSONResponse:
         if not request.headers.get("content-type", "").lower().startswith("multipart/related"):
             raise ServiceError('STOW-RS takes multipart/related; type="application/dicom"',
                                status=415)  # fmt: skip
-        files = await files_of(request)
+        files = await self.files_of(request)
         refs, failed = await run_in_threadpool(stow_references, files)
         if not refs:
             raise ServiceError("no part of the STOW-RS request is a DICOM instance", status=409)
-        job = await run_in_threadpool(lambda: engine.submit(files, client=who, source="stow"))
+        job = await self.submit(request, files, "stow")
         url = f"/v1/jobs/{job}"
         doc = {"00081190": {"vr": "UR", "Value": [str(request.base_url).rstrip("/") + url]},
                "00081199": {"vr": "SQ", "Value": refs}}  # fmt: skip
         if failed:
             doc["00081198"] = {"vr": "SQ", "Value": failed}
-        return JSONResponse(doc, 202 if failed else 200, {"Location": url, "X-Echoscreen-Job":
-                                                          job}, media_type=DICOM_JSON)  # fmt: skip
-
-    _public_routes(app, engine, metrics, scp)
-    return app
+        headers = {"Location": url, "X-Echoscreen-Job": job}
+        return JSONResponse(doc, 202 if failed else 200, headers, media_type=DICOM_JSON)
 
 
 def stow_references(files: list[tuple[str, bytes]]) -> tuple[list[Any], list[Any]]:
