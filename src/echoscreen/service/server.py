@@ -122,9 +122,14 @@ class DrainingServer(uvicorn.Server):
         if self.draining is not None:
             self.should_exit = self.force_exit = True
             return
-        _log.warning("signal %d: draining (a second signal stops at once)", sig)
-        self.draining = threading.Thread(target=self.drain, name="drain", daemon=True)
+        self.draining = threading.Thread(target=self._drain, args=(sig,), name="drain",
+                                         daemon=True)  # fmt: skip
         self.draining.start()
+
+    def _drain(self, sig: int) -> None:
+        # logged here, not in the signal handler (which may interrupt a logging call)
+        _log.warning("signal %d: draining (a second signal stops at once)", sig)
+        self.drain()
 
 
 def serve(cfg: ServiceConfig, log_level: str = "warning") -> None:
