@@ -91,7 +91,7 @@ def test_rhd_studies_padded_with_masks_give_unpadded_outputs(
     for x, out in zip(inputs, split("rhd", onnx.run("rhd", merged), inputs), strict=True):
         _close(out, onnx.run("rhd", x))  # attention and clip_screen cut back to each N
     metrics = Metrics()
-    batcher = BatchingBackend(onnx, max_batch=3 * 4, max_wait_ms=30_000, metrics=metrics)
+    batcher = BatchingBackend(onnx, max_batch=1 + 4 + 2, max_wait_ms=30_000, metrics=metrics)
     try:
         got = _together([partial(batcher.run, "rhd", x) for x in inputs])
     finally:

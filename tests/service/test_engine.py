@@ -202,8 +202,10 @@ def test_full_queue_overloads_and_close_drains(published: Published, tmp_path: P
     release.set()
     eng.close(drain=True, timeout=120)
     assert seen == [first, second]  # the queued job ran before close returned
-    with pytest.raises(OverloadedError, match="stopping"):
+    with pytest.raises(OverloadedError, match="stopped"):
         eng.submit(study, client="t")
+    with pytest.raises(OverloadedError, match="stopped"):
+        eng.job(first)
     store = JobStore(tmp_path / "jobs.db")
     for job in (first, second):
         row = store.get(job)
@@ -230,3 +232,24 @@ def test_config_validation_says_what_to_fix(published: Published, tmp_path: Path
     with pytest.raises(ConfigError, match="max_batch"):
         _cfg(published, tmp_path, max_batch=0).validate()
     assert _cfg(published, tmp_path).validate().workers == 1
+
+
+def test_auto_backend_is_torch_on_cuda_else_onnx(published: Published) -> None:
+    import torch
+
+    from echoscreen.registry import load_package
+    from echoscreen.screen import OnnxBackend
+    from echoscreen.service.engine import CudaTorchBackend, open_backend
+
+    package = load_package(published.registry, published.ref)
+    auto = open_backend(package, "auto")
+    if not torch.cuda.is_available():
+        assert isinstance(auto, OnnxBackend) and auto.name == "onnx"
+        return
+    assert isinstance(auto, CudaTorchBackend)
+    frames, size = package.input_shape("view")
+    x = {"clips": torch.rand(2, 3, frames, size, size).numpy()}
+    want = OnnxBackend.from_package(package).run("view", x)
+    got = auto.run("view", x)
+    for k, v in want.items():
+        assert abs(got[k] - v).max() < 1e-3, k

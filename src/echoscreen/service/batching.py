@@ -74,8 +74,8 @@ class BatchingBackend:
 
     Args:
         inner: the backend that runs the merged batches.
-        max_batch: most rows per merged call ("view": clips; "rhd": clips over all
-            studies, padding included). A single larger call runs alone, unsplit.
+        max_batch: most rows per merged call ("view": clips; "rhd": the callers' clips,
+            B x N each, before padding). A single larger call runs alone, unsplit.
         max_wait_ms: how long a batch stays open for more callers after its first (ms).
         metrics: where batch sizes are recorded (``batch_size`` by model), or None.
     """

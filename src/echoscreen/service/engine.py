@@ -111,6 +111,7 @@ class ScreeningEngine:
         self._live: dict[str, _Job] = {}
         self._waiting = 0
         self._closing = False
+        self._stopped = False
         self._pngs: dict[str, tuple[float, list[bytes]]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -151,6 +152,9 @@ class ScreeningEngine:
     def close(self, drain: bool = True, timeout: float = 60.0) -> None:
         """Stop accepting jobs (submit raises OverloadedError) and shut down.
 
+        Results stay readable while the jobs drain; once closed, :meth:`job` raises
+        :class:`OverloadedError` too.
+
         Args:
             drain: finish the jobs queued and running first (up to ``timeout``); without
                 it, queued jobs are marked interrupted at once.
@@ -173,6 +177,7 @@ class ScreeningEngine:
             self._procs.shutdown(wait=True, cancel_futures=True)
         if self.store is not None:
             self.store.close()
+            self._stopped = True
 
     def _end_cancelled(self, job: _Job) -> None:
         with self._lock:
@@ -250,6 +255,8 @@ class ScreeningEngine:
     # -- inside -------------------------------------------------------------------------
 
     def _store(self) -> JobStore:
+        if self._stopped:
+            raise OverloadedError("the service has stopped; retry when it is back", retry_after=10)
         if self.store is None:
             raise ConfigError("the screening engine is not started; call start() first")
         return self.store
