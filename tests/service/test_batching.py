@@ -81,6 +81,20 @@ def test_concurrent_view_calls_merge_into_one_batch(published: Published,
         _close(out, onnx.run("view", x))
 
 
+def test_view_calls_are_split_to_run_full_batches(published: Published, onnx: OnnxBackend) -> None:
+    inputs = [_view_inputs(published, n, seed) for seed, n in enumerate([10, 12, 10])]
+    metrics = Metrics()
+    batcher = BatchingBackend(onnx, max_batch=16, max_wait_ms=30_000, metrics=metrics)
+    try:
+        got = _together([partial(batcher.run, "view", x) for x in inputs])
+    finally:
+        batcher.close()
+    assert metrics.sample("echoscreen_batch_size_count", {"model": "view"}) == 2
+    assert metrics.sample("echoscreen_batch_size_bucket", {"model": "view", "le": "12.0"}) == 0
+    for x, out in zip(inputs, got, strict=True):
+        _close(out, onnx.run("view", x))  # rows from two batches, put back together
+
+
 def test_rhd_studies_padded_with_masks_give_unpadded_outputs(
     published: Published, onnx: OnnxBackend
 ) -> None:

@@ -3,7 +3,9 @@
 Job threads call :meth:`BatchingBackend.run` as they would any backend; a dispatcher
 thread per model collects the calls that arrive within ``max_wait_ms`` of the first one
 (up to ``max_batch`` rows), runs them as one batch on the inner backend, and hands each
-caller its own rows. "view" inputs are concatenated on axis 0; "rhd" studies are padded
+caller its own rows. "view" inputs are concatenated on axis 0, and a call that does not
+fit whole is split: its first rows fill the batch, the rest start the next one (so batches
+run full under load); "rhd" studies (whole calls only) are padded
 to the largest clip count N of the batch (padding clips: zeros, ``mask`` False, view -1),
 which the model ignores, and each caller gets its outputs cut back to its own N.
 """
@@ -26,17 +28,50 @@ from echoscreen.service.metrics import Metrics
 log = logging.getLogger(__name__)
 #: outputs of "rhd" that have a clip axis (cut back to each caller's N)
 PER_CLIP = ("clip_screen", "attention")
+#: models whose batch rows are independent: a call's rows may be split across batches
+ROW_WISE = frozenset({"view"})
 
 
 @dataclass
 class _Call:
-    """One caller's request, waiting for its outputs."""
+    """One caller's request, waiting for its outputs (its rows may run in several batches)."""
 
     inputs: Mapping[str, np.ndarray]
     rows: int
     done: threading.Event = field(default_factory=threading.Event)
     outputs: dict[str, np.ndarray] | None = None
     error: BaseException | None = None
+    #: first row not yet given to a batch; rows whose outputs are back
+    next_row: int = 0
+    rows_done: int = 0
+    parts: list[Mapping[str, np.ndarray]] = field(default_factory=list)
+
+    def add(self, piece: _Piece, outputs: Mapping[str, np.ndarray]) -> None:
+        """Take a piece's outputs (pieces come back in order); wake the caller when whole."""
+        if self.done.is_set():  # an earlier piece failed
+            return
+        self.parts.append(outputs)
+        self.rows_done += piece.stop - piece.start
+        if self.rows_done >= self.rows:
+            ps = self.parts
+            self.outputs = dict(ps[0]) if len(ps) == 1 else {
+                k: np.concatenate([o[k] for o in ps]) for k in ps[0]}  # fmt: skip
+            self.done.set()
+
+
+@dataclass
+class _Piece:
+    """Rows ``[start, stop)`` of a call, in one batch (the whole call unless row-wise)."""
+
+    call: _Call
+    start: int
+    stop: int
+
+    def inputs(self, row_wise: bool) -> Mapping[str, np.ndarray]:
+        """The piece's inputs (sliced on axis 0 when the model is row-wise)."""
+        if not row_wise or (self.start == 0 and self.stop == self.call.rows):
+            return self.call.inputs
+        return {k: v[self.start : self.stop] for k, v in self.call.inputs.items()}
 
 
 def merge(name: str, calls: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -74,8 +109,9 @@ class BatchingBackend:
 
     Args:
         inner: the backend that runs the merged batches.
-        max_batch: most rows per merged call ("view": clips; "rhd": the callers' clips,
-            B x N each, before padding). A single larger call runs alone, unsplit.
+        max_batch: most rows per merged call. "view": clips; a call is split to fill a
+            batch, its rest going into the next. "rhd": the callers' clips (B x N each,
+            before padding); calls join whole, and a single larger one runs alone.
         max_wait_ms: how long a batch stays open for more callers after its first (ms).
         metrics: where batch sizes are recorded (``batch_size`` by model), or None.
     """
@@ -134,49 +170,60 @@ class BatchingBackend:
         carry: _Call | None = None
         while True:
             first = carry if carry is not None else q.get()
-            carry = None
             if first is None:
                 return
-            batch, stop, carry = self._collect(q, first)
-            self._execute(name, batch)
+            pieces, stop, carry = self._collect(name, q, first)
+            self._execute(name, pieces)
             if stop:
                 return
 
-    def _collect(self, q: queue.Queue[_Call | None],
-                 first: _Call) -> tuple[list[_Call], bool, _Call | None]:  # fmt: skip
-        """Calls joining ``first`` within the window: ``(batch, stop seen, carried call)``."""
-        batch, total = [first], first.rows
-        deadline = time.monotonic() + self.max_wait
-        while total < self.max_batch:
-            left = deadline - time.monotonic()
-            try:
-                nxt = q.get(timeout=left) if left > 0 else q.get_nowait()
-            except queue.Empty:
-                break
-            if nxt is None:
-                return batch, True, None
-            if total + nxt.rows > self.max_batch:
-                return batch, False, nxt
-            batch.append(nxt)
-            total += nxt.rows
-        return batch, False, None
+    def _collect(self, name: str, q: queue.Queue[_Call | None],
+                 call: _Call) -> tuple[list[_Piece], bool, _Call | None]:  # fmt: skip
+        """Rows joining ``call`` within the window: ``(pieces, stop seen, carried call)``.
 
-    def _execute(self, name: str, batch: list[_Call]) -> None:
-        """Run one merged batch and wake its callers (each gets the error if it failed)."""
-        inputs = [c.inputs for c in batch]
+        "view" rows are independent, so a call may be split to fill the batch exactly
+        (its rest is carried into the next batch); an "rhd" call joins whole or waits.
+        """
+        pieces: list[_Piece] = []
+        total = 0
+        deadline = time.monotonic() + self.max_wait
+        while True:
+            left = call.rows - call.next_row
+            if name in ROW_WISE:
+                left = min(left, self.max_batch - total)
+            elif pieces and total + left > self.max_batch:
+                return pieces, False, call
+            pieces.append(_Piece(call, call.next_row, call.next_row + left))
+            call.next_row += left
+            total += left
+            if call.next_row < call.rows:
+                return pieces, False, call
+            if total >= self.max_batch:
+                return pieces, False, None
+            wait = deadline - time.monotonic()
+            try:
+                nxt = q.get(timeout=wait) if wait > 0 else q.get_nowait()
+            except queue.Empty:
+                return pieces, False, None
+            if nxt is None:
+                return pieces, True, None
+            call = nxt
+
+    def _execute(self, name: str, pieces: list[_Piece]) -> None:
+        """Run one merged batch and hand each call its rows (every call gets a failure)."""
+        inputs = [p.inputs(name in ROW_WISE) for p in pieces]
         try:
-            merged = inputs[0] if len(batch) == 1 else merge(name, inputs)
+            merged = inputs[0] if len(pieces) == 1 else merge(name, inputs)
             outputs = self.inner.run(name, merged)
-            parts = [outputs] if len(batch) == 1 else split(name, outputs, inputs)
+            parts = [outputs] if len(pieces) == 1 else split(name, outputs, inputs)
             if self.metrics is not None:
                 size = next(iter(merged.values())).shape[0]
                 self.metrics.batch_size.labels(model=name).observe(size)
         except BaseException as exc:  # every caller must wake up, with the failure
-            log.exception("inference batch of %d %s call(s) failed", len(batch), name)
-            for c in batch:
-                c.error = exc
-                c.done.set()
+            log.exception("inference batch of %d %s piece(s) failed", len(pieces), name)
+            for p in pieces:
+                p.call.error = exc
+                p.call.done.set()
             return
-        for c, part in zip(batch, parts, strict=True):
-            c.outputs = dict(part)
-            c.done.set()
+        for p, part in zip(pieces, parts, strict=True):
+            p.call.add(p, part)

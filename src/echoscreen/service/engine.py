@@ -64,6 +64,15 @@ class CudaTorchBackend:
         return {k: out[k].float().cpu().numpy() for k in OUTPUT_NAMES[name]}
 
 
+def init_worker() -> None:
+    """Start of a preprocessing process: one thread per library (the pool is the parallelism)."""
+    import cv2
+    import torch
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
 def open_backend(package: ModelPackage, kind: str) -> Backend:
     """The inner backend: ``auto`` is torch on CUDA when a GPU is visible, else ONNX Runtime."""
     if kind in ("auto", "torch"):
@@ -129,7 +138,7 @@ class ScreeningEngine:
                 p.requires_grad_(False)  # gradients w.r.t. inputs only: safe across threads
         self.store = JobStore(cfg.state_dir / "jobs.db", cfg.result_ttl_s)
         ctx = multiprocessing.get_context("spawn")
-        self._procs = ProcessPoolExecutor(cfg.workers, mp_context=ctx)
+        self._procs = ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=init_worker)
         warm = [self._procs.submit(read_file, b"", self._package.spec, os.urandom(32))
                 for _ in range(cfg.workers)]  # fmt: skip
         for f in warm:
