@@ -32,7 +32,9 @@ class DemoConfig:
         train_size: side S in pixels the models see (bilinear resize).
         view_epochs: epochs of the view classifier.
         rhd_epochs: epochs of the RHD screening model.
-        batch_size: clips (view) per step; the rhd model takes half as many studies.
+        batch_size: clips per step of the view classifier.
+        rhd_batch_size: studies per step of the rhd model (batch 2, 4x the steps, did
+            not move its train loss off chance either; see docs/train.md).
         lr: peak learning rate of both runs.
         max_clips: most evidence clips per study (rhd).
         threads: torch intra-op threads while training (0 = leave torch's default).
@@ -55,6 +57,7 @@ class DemoConfig:
     view_epochs: int = 6
     rhd_epochs: int = 8
     batch_size: int = 16
+    rhd_batch_size: int = 8
     lr: float = 2e-3
     max_clips: int = 6
     threads: int = 2

@@ -52,7 +52,7 @@ def train_models(cfg: DemoConfig, server: Server, console: Console) -> Runs:
     try:
         for task, run, epochs, batch in (("view", runs.view, cfg.view_epochs, cfg.batch_size),
                                          ("rhd", runs.rhd, cfg.rhd_epochs,
-                                          max(1, cfg.batch_size // 2))):  # fmt: skip
+                                          cfg.rhd_batch_size)):  # fmt: skip
             shape = f"3x{cfg.train_frames}x{cfg.train_size}x{cfg.train_size}"
             console.print(f"training {task} model: {epochs} epochs, batch {batch}, input {shape}")
             fit(TrainConfig(task=task, run=run, epochs=epochs, batch_size=batch,
