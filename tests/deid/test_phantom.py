@@ -181,3 +181,16 @@ def test_inputs_were_left_untouched(clips: list[dict[str, Any]]) -> None:
     for r in clips[:2]:
         assert "^" in str(r["ds"].PatientName)  # deidentify_instance worked on a copy
         assert r["ds"].BurnedInAnnotation == "YES"
+
+
+def test_without_encoding_the_frames_and_header_are_the_same(clips: list[dict[str, Any]]) -> None:
+    """``encode=False`` (in-memory screening) cleans the same pixels and header, stores none."""
+    deid = Deidentifier(SECRET)
+    for r in clips[:3]:
+        ds: Dataset = r["ds"]
+        encoded, cleaned = deidentify_instance(ds, r["frames"], deid)
+        bare, same = deidentify_instance(ds, r["frames"], deid, encode=False)
+        assert np.array_equal(same, cleaned) and np.array_equal(same, r["cleaned"])
+        assert "PixelData" not in bare and "PixelData" in encoded
+        assert bare.StudyInstanceUID == encoded.StudyInstanceUID
+        assert bare.PatientIdentityRemoved == "YES" and bare.BurnedInAnnotation == "NO"

@@ -73,7 +73,7 @@ def _write_pixels(out: Dataset, frames: np.ndarray, multi_frame: bool) -> None:
 
 
 def deidentify_instance(
-    ds: Dataset, frames: np.ndarray, deid: Deidentifier
+    ds: Dataset, frames: np.ndarray, deid: Deidentifier, *, encode: bool = True
 ) -> tuple[Dataset, np.ndarray]:
     """De-identify one ultrasound instance, header and pixels.
 
@@ -87,10 +87,14 @@ def deidentify_instance(
         frames: its decoded pixels, ``(T, H, W, C)`` uint8, RGB (C = 3) or grey (C = 1), of
             the dataset's Rows x Columns.
         deid: the site's de-identifier.
+        encode: store the cleaned pixels in the returned dataset (RLE Lossless). With
+            False the dataset carries no Pixel Data at all: for callers that only use the
+            cleaned frames (in-memory screening), which saves the encoding, most of the
+            time this function takes.
 
     Returns:
-        ``(dataset, frames)``: the de-identified dataset (RLE Lossless pixel data) and the
-        cleaned frames ``(T, H, W, C)`` uint8.
+        ``(dataset, frames)``: the de-identified dataset (RLE Lossless pixel data, or none
+        with ``encode=False``) and the cleaned frames ``(T, H, W, C)`` uint8.
 
     Raises:
         DeidError: when the pixels cannot be cleaned (burned-in annotation without usable
@@ -116,7 +120,12 @@ def deidentify_instance(
         cleaned = frames.copy()
     result = deid.deidentify(ds)
     out = result.dataset
-    _write_pixels(out, cleaned, multi_frame="NumberOfFrames" in ds)
+    if encode:
+        _write_pixels(out, cleaned, multi_frame="NumberOfFrames" in ds)
+    else:
+        for keyword in ("PixelData", *_STALE_PIXEL_KEYWORDS):
+            if keyword in out:
+                delattr(out, keyword)
     pixels = deid.policy.clean_pixel_data
     out.BurnedInAnnotation = "NO"
     out.PatientIdentityRemoved = "YES"

@@ -140,7 +140,7 @@ def read_file(data: bytes, spec: PreprocessSpec,
     try:
         ds = load_dataset(data)
         cine = read_cine(ds)
-        clean, frames = deidentify_instance(ds, cine.frames, Deidentifier(key))
+        clean, frames = deidentify_instance(ds, cine.frames, Deidentifier(key), encode=False)
         tensor = preprocess(dataclasses.replace(cine, frames=frames), spec)
     except Exception as exc:  # one bad file must not stop the study
         return None, "", _why(exc)
