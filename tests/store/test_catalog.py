@@ -172,3 +172,20 @@ def test_unreachable_postgresql_is_a_clean_error(tmp_path: Path) -> None:
     assert "secret" not in str(err.value)
     assert not (tmp_path / "site").exists()  # nothing half-made left behind
     assert os.listdir(tmp_path) == []
+
+
+def test_a_given_pseudonym_secret_makes_pseudonyms_repeatable(tmp_path: Path) -> None:
+    """The demo's sites (one secret from its seed) pseudonymise alike; default sites do not."""
+    from echoscreen.deid import Deidentifier
+    from echoscreen.errors import StoreError
+
+    secret = bytes(range(32))
+    uids = []
+    for name in ("a", "b", "c"):
+        given = secret if name != "c" else None
+        with Site.init(tmp_path / name, pseudonym_secret=given) as site:
+            uids.append(Deidentifier(site.pseudonym_secret).pseudonym_uid("1.2.3.4"))
+            assert stat.S_IMODE((site.path / "keys" / "pseudonym.key").stat().st_mode) == 0o600
+    assert uids[0] == uids[1] != uids[2]
+    with pytest.raises(StoreError, match="at least 16 bytes"):
+        Site.init(tmp_path / "d", pseudonym_secret=b"short")

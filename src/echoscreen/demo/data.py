@@ -8,6 +8,7 @@ mutual TLS (:func:`serving`, which stays up for the training stage) to a remote
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
 from collections import Counter, defaultdict
@@ -89,7 +90,11 @@ def build_site(cfg: DemoConfig, cohort: Path, console: Console) -> Path:
     if path.exists():
         shutil.rmtree(path)
     source = open_source(str(cohort))
-    with Site.init(path) as site, progress_bar(console, "ingest studies") as progress:
+    # a secret from the seed: the same pseudonyms, split and augmentation on every run
+    # (phantom data only; a real site keeps Site.init's random secret)
+    secret = hashlib.sha256(f"echoscreen-demo-pseudonyms-{cfg.seed}".encode()).digest()
+    site = Site.init(path, pseudonym_secret=secret)
+    with site, progress_bar(console, "ingest studies") as progress:
         report = ingest(source, site, labels=cohort / "labels.csv", clips=cohort / "clips.csv",
                         dataset=cfg.dataset, spec=cfg.spec,
                         progress=lambda done, total: progress(done, total or done))  # fmt: skip

@@ -73,27 +73,37 @@ class Site:
         self.catalog = catalog
 
     @classmethod
-    def init(cls, path: Path, catalog_url: str | None = None) -> Site:
+    def init(cls, path: Path, catalog_url: str | None = None, *,
+             pseudonym_secret: bytes | None = None) -> Site:  # fmt: skip
         """Create a new site at ``path`` (which must not exist or be an empty folder).
 
         Args:
             path: the site folder.
             catalog_url: ``postgresql://USER[:PASSWORD]@HOST/DB``; ``None`` for SQLite in
                 the site. A password is moved to ``keys/catalog.password`` (0600).
+            pseudonym_secret: the pseudonymisation secret; ``None`` (always, for real
+                data) draws a random one. A given secret makes pseudonyms, and with them
+                the patient split and each clip's augmentation, the same on every run:
+                for the phantom demo only, since anyone who knows the secret can test
+                guesses of identifiers against the pseudonyms.
 
         Raises:
-            StoreError: ``path`` already holds something.
+            StoreError: ``path`` already holds something, or the given secret is shorter
+                than 16 bytes.
             CatalogError: the catalog URL is bad or its server unreachable.
         """
         path = Path(path).absolute()
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise StoreError(f"{path} already exists and is not empty: choose a new site folder")
+        if pseudonym_secret is not None and len(pseudonym_secret) < 16:
+            raise StoreError("a pseudonym secret must be at least 16 bytes")
         url = normalise_url(catalog_url) if catalog_url else None
         created = not path.exists()
         try:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
             keys = LocalKeyProvider.create(path / "keys")
-            write_secret_file(path / "keys" / "pseudonym.key", os.urandom(_SECRET_BYTES))
+            secret = pseudonym_secret or os.urandom(_SECRET_BYTES)
+            write_secret_file(path / "keys" / "pseudonym.key", secret)
             stored = None
             if url is None:
                 (path / "catalog.db").touch(mode=0o600)
