@@ -118,6 +118,11 @@ def test_async_job_sync_screen_and_explanations(live: Live) -> None:
             png = c.get(ex["url"])
             assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
         assert c.get(f"/v1/jobs/{job}/explanations/99.png").status_code == 404
+    with live.client(live.tokens.create("clinic-b")) as other:  # not its job: as if unknown
+        assert other.get(f"/v1/jobs/{job}").status_code == 404
+        if result["explanations"]:
+            assert other.get(result["explanations"][0]["url"]).status_code == 404
+    with live.client() as c:
         sync = c.post("/v1/screen", content=_zip(live.study),
                       headers={"Content-Type": "application/zip"})  # fmt: skip
         assert sync.status_code == 200, sync.text

@@ -87,6 +87,9 @@ class OnnxBackend:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
+        # idle pool threads sleep instead of spinning: the service runs decoding, torch
+        # saliency and other requests beside the sessions on the same few cores
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.sessions = {k: ort.InferenceSession(str(p), sess_options=opts,
                                                  providers=["CPUExecutionProvider"])
                          for k, p in paths.items()}  # fmt: skip

@@ -193,14 +193,15 @@ class _Api:
             lambda: self.engine.screen(files, client=who, source="sync"), limiter=self._sync
         )
 
-    def get_job(self, job_id: str) -> dict[str, Any]:
-        job = self.engine.job(job_id) if JOB_ID.match(job_id) else None
+    def get_job(self, job_id: str, request: Request) -> dict[str, Any]:
+        job = self.engine.job(job_id, _who(request)) if JOB_ID.match(job_id) else None
         if job is None:
             raise ServiceError(f"no job {job_id}: unknown, or its result expired", status=404)
         return job
 
-    def get_explanation(self, job_id: str, k: int) -> Response:
-        png = self.engine.explanation(job_id, k) if JOB_ID.match(job_id) else None
+    def get_explanation(self, job_id: str, k: int, request: Request) -> Response:
+        ok = JOB_ID.match(job_id)
+        png = self.engine.explanation(job_id, k, _who(request)) if ok else None
         if png is None:
             raise ServiceError(f"no explanation {k} of job {job_id}: unknown, not ready or "
                                "expired", status=404)  # fmt: skip

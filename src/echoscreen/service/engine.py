@@ -237,16 +237,22 @@ class ScreeningEngine:
         result: dict[str, Any] = record["result"]
         return result
 
-    def job(self, job_id: str) -> dict[str, Any] | None:
-        """``{"id", "status", "created", "finished", "reason", "result"}`` or None (unknown,
-        expired)."""
+    def job(self, job_id: str, client: str | None = None) -> dict[str, Any] | None:
+        """``{"id", "status", "created", "finished", "reason", "result"}`` or None.
+
+        None when the job is unknown, expired, or (with ``client``) was submitted by
+        another client: a token reads only its own jobs.
+        """
         row = self._store().get(job_id)
-        if row is None:
+        if row is None or (client is not None and row["client"] != client):
             return None
         return {k: row[k] for k in ("id", "status", "created", "finished", "reason", "result")}
 
-    def explanation(self, job_id: str, k: int) -> bytes | None:
-        """PNG of the job's ``k``-th key frame, or None (no such frame, or expired)."""
+    def explanation(self, job_id: str, k: int, client: str | None = None) -> bytes | None:
+        """PNG of the job's ``k``-th key frame, or None (no such frame, expired, or with
+        ``client``: another client's job)."""
+        if client is not None and self.job(job_id, client) is None:
+            return None
         with self._lock:
             now = time.monotonic()
             for jid in [j for j, (exp, _) in self._pngs.items() if exp <= now]:
