@@ -14,6 +14,7 @@ from echoscreen.dicom.preprocess import (
     imaging_box,
     load_clip,
     preprocess,
+    read_needed,
     sample_indices,
 )
 from echoscreen.dicom.read import Cine, read_cine
@@ -35,5 +36,6 @@ __all__ = [
     "parse_regions",
     "preprocess",
     "read_cine",
+    "read_needed",
     "sample_indices",
 ]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from pydicom.dataset import Dataset
 
 from echoscreen.dicom.header import Source, check_image, frame_rate, load_dataset
 from echoscreen.dicom.read import Cine, read_cine
@@ -198,8 +199,18 @@ def load_clip(source: Source, spec: PreprocessSpec = PreprocessSpec()) -> ClipTe
         NotDicomError, DicomDecodeError: as :func:`read_cine`.
         PreprocessError: as :func:`preprocess`.
     """
-    ds = load_dataset(source)
+    return preprocess(read_needed(load_dataset(source), spec), spec)
+
+
+def read_needed(ds: Dataset, spec: PreprocessSpec = PreprocessSpec()) -> Cine:
+    """Decode only the frames of ``ds`` that :func:`preprocess` with ``spec`` uses.
+
+    The returned cine holds those frames (``(T', H, W, C)``, T' <= the file's frames)
+    and preprocesses to the same clip as the whole cine would.
+
+    Raises:
+        NotDicomError, DicomDecodeError: as :func:`read_cine`.
+    """
     n = check_image(ds, max_frames=10_000, max_pixels=2_000_000_000)[3]
     wanted = sample_indices(n, frame_rate(ds), spec)
-    cine = read_cine(ds, frame_indices=np.unique(wanted).tolist())
-    return preprocess(cine, spec)
+    return read_cine(ds, frame_indices=np.unique(wanted).tolist())

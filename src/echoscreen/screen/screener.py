@@ -135,11 +135,11 @@ def read_file(data: bytes, spec: PreprocessSpec,
         (the reason names no header value).
     """
     from echoscreen.deid import Deidentifier, deidentify_instance
-    from echoscreen.dicom import load_dataset, preprocess, read_cine
+    from echoscreen.dicom import load_dataset, preprocess, read_needed
 
     try:
         ds = load_dataset(data)
-        cine = read_cine(ds)
+        cine = read_needed(ds, spec)  # only the frames the clip uses are decoded and cleaned
         clean, frames = deidentify_instance(ds, cine.frames, Deidentifier(key), encode=False)
         tensor = preprocess(dataclasses.replace(cine, frames=frames), spec)
     except Exception as exc:  # one bad file must not stop the study
