@@ -238,15 +238,15 @@ def test_auto_backend_is_torch_on_cuda_else_onnx(published: Published) -> None:
     import torch
 
     from echoscreen.registry import load_package
-    from echoscreen.screen import OnnxBackend
-    from echoscreen.service.engine import CudaTorchBackend, open_backend
+    from echoscreen.screen import OnnxBackend, TorchBackend, make_backend
 
     package = load_package(published.registry, published.ref)
-    auto = open_backend(package, "auto")
+    auto = make_backend(package, "auto")
     if not torch.cuda.is_available():
         assert isinstance(auto, OnnxBackend) and auto.name == "onnx"
+        assert make_backend(package, "torch").name == "torch"
         return
-    assert isinstance(auto, CudaTorchBackend)
+    assert isinstance(auto, TorchBackend) and auto.name == "torch-cuda"
     frames, size = package.input_shape("view")
     x = {"clips": torch.rand(2, 3, frames, size, size).numpy()}
     want = OnnxBackend.from_package(package).run("view", x)

@@ -46,7 +46,9 @@ def screen_command(
     registry: Path = typer.Option(..., "--registry", help="The registry folder."),
     model: str = typer.Option(..., "--model", help="Package as NAME:VERSION."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    backend: str = typer.Option("onnx", "--backend", help="onnx (default) or torch."),
+    backend: str = typer.Option(
+        "onnx", "--backend", help="onnx (default), torch (on a GPU when there is one) or auto."
+    ),
 ) -> None:
     """Screen one study offline: per-clip views and the study decision (writes nothing)."""
     from echoscreen.screen import Screener

@@ -19,7 +19,7 @@ from echoscreen.models.onnx import INPUT_NAMES, OUTPUT_NAMES
 from echoscreen.registry.package import TASKS, ModelPackage
 
 #: backend names accepted by :func:`make_backend`
-BACKENDS = ("onnx", "torch")
+BACKENDS = ("onnx", "torch", "auto")
 
 
 class Backend(Protocol):
@@ -51,28 +51,30 @@ def _check(models: Mapping[str, Any], name: str) -> Any:
 
 
 class TorchBackend:
-    """Eager torch on the CPU (eval mode, no gradients)."""
+    """Eager torch (eval mode, inference mode) on the CPU or a CUDA device."""
 
-    name = "torch"
-
-    def __init__(self, models: Mapping[str, Any]) -> None:
-        """Args: models: name -> torch module (put in eval mode here)."""
-        self.models = {k: m.eval() for k, m in models.items()}
+    def __init__(self, models: Mapping[str, Any], device: str = "cpu") -> None:
+        """Args: models: name -> torch module (put in eval mode on ``device`` here);
+        device: "cpu", "cuda" or "cuda:N"."""
+        self.device = device
+        self.name = "torch" if device == "cpu" else "torch-cuda"
+        self.models = {k: m.eval().to(device) for k, m in models.items()}
 
     @classmethod
-    def from_package(cls, package: ModelPackage) -> TorchBackend:
+    def from_package(cls, package: ModelPackage, device: str = "cpu") -> TorchBackend:
         """Both models of a verified package, loaded from their ``weights.pt``."""
-        return cls({t: package.load_torch(t) for t in TASKS})
+        return cls({t: package.load_torch(t) for t in TASKS}, device)
 
     def run(self, name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """See :meth:`Backend.run`."""
         import torch
 
         model = _check(self.models, name)
-        args = [torch.from_numpy(np.ascontiguousarray(inputs[k])) for k in INPUT_NAMES[name]]
-        with torch.no_grad():
+        args = [torch.from_numpy(np.ascontiguousarray(inputs[k])).to(self.device)
+                for k in INPUT_NAMES[name]]  # fmt: skip
+        with torch.inference_mode():
             out = model(*args)
-        return {k: out[k].numpy() for k in OUTPUT_NAMES[name]}
+        return {k: out[k].float().cpu().numpy() for k in OUTPUT_NAMES[name]}
 
 
 class OnnxBackend:
@@ -108,9 +110,20 @@ class OnnxBackend:
 
 
 def make_backend(package: ModelPackage, kind: str = "onnx", threads: int = 0) -> Backend:
-    """The backend called ``kind`` ("onnx" or "torch") for a package's models."""
-    if kind == "onnx":
-        return OnnxBackend.from_package(package, threads)
-    if kind == "torch":
-        return TorchBackend.from_package(package)
-    raise ConfigError(f"unknown backend {kind!r}; use one of {', '.join(BACKENDS)}")
+    """The backend called ``kind`` for a package's models.
+
+    Args:
+        kind: "onnx" (ONNX Runtime, CPU), "torch" (eager torch on a GPU when torch sees
+            one, else the CPU) or "auto" (torch on a GPU when there is one, else onnx).
+        threads: ONNX Runtime's intra-op threads (0: its default).
+    """
+    if kind not in BACKENDS:
+        raise ConfigError(f"unknown backend {kind!r}; use one of {', '.join(BACKENDS)}")
+    if kind in ("auto", "torch"):
+        import torch
+
+        if torch.cuda.is_available():
+            return TorchBackend.from_package(package, "cuda")
+        if kind == "torch":
+            return TorchBackend.from_package(package)
+    return OnnxBackend.from_package(package, threads)

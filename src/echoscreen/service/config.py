@@ -12,9 +12,7 @@ from pathlib import Path
 
 from echoscreen.errors import ConfigError, RegistryError
 from echoscreen.registry.package import parse_ref
-
-#: backends the service accepts ("auto": torch on CUDA when available, else onnx)
-SERVICE_BACKENDS = ("auto", "onnx", "torch")
+from echoscreen.screen.backends import BACKENDS
 
 
 @dataclass(frozen=True)
@@ -77,9 +75,9 @@ class ServiceConfig:
         if not Path(self.registry).is_dir():
             raise ConfigError(f"registry {self.registry} is not a folder; pass --registry DIR "
                               "holding published packages")  # fmt: skip
-        if self.backend not in SERVICE_BACKENDS:
+        if self.backend not in BACKENDS:
             raise ConfigError(f"backend {self.backend!r} is unknown; use one of "
-                              f"{', '.join(SERVICE_BACKENDS)}")  # fmt: skip
+                              f"{', '.join(BACKENDS)}")  # fmt: skip
         for name in ("port", "dicom_port"):
             port = getattr(self, name)
             if port is not None and not 0 <= port <= 65535:

@@ -18,16 +18,14 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from echoscreen.errors import BadStudyError, ConfigError, OverloadedError, ServiceError
-from echoscreen.registry.package import TASKS, ModelPackage, load_package
-from echoscreen.screen.backends import Backend, make_backend
+from echoscreen.registry.package import ModelPackage, load_package
+from echoscreen.screen.backends import make_backend
 from echoscreen.screen.screener import ClipResult, Screener, ScreenResult, read_file
 from echoscreen.service.batching import BatchingBackend
 from echoscreen.service.config import ServiceConfig
@@ -41,29 +39,6 @@ OnDone = Callable[[str, dict[str, Any], list[tuple[str, bytes]]], None]
 INTERNAL = "the service failed while screening this study (logged); submit it again"
 
 
-class CudaTorchBackend:
-    """Eager torch on a CUDA device (inference mode); numpy in and out."""
-
-    name = "torch-cuda"
-
-    def __init__(self, package: ModelPackage, device: str = "cuda") -> None:
-        """Load both models of ``package`` onto ``device``."""
-        self.device = device
-        self.models = {t: package.load_torch(t).to(device) for t in TASKS}
-
-    def run(self, name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """See :meth:`echoscreen.screen.backends.Backend.run`."""
-        import torch
-
-        from echoscreen.models.onnx import INPUT_NAMES, OUTPUT_NAMES
-
-        args = [torch.from_numpy(np.ascontiguousarray(inputs[k])).to(self.device)
-                for k in INPUT_NAMES[name]]  # fmt: skip
-        with torch.inference_mode():
-            out = self.models[name](*args)
-        return {k: out[k].float().cpu().numpy() for k in OUTPUT_NAMES[name]}
-
-
 def init_worker() -> None:
     """Start of a preprocessing process: one thread per library (the pool is the parallelism)."""
     import cv2
@@ -71,17 +46,6 @@ def init_worker() -> None:
 
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
-
-
-def open_backend(package: ModelPackage, kind: str) -> Backend:
-    """The inner backend: ``auto`` is torch on CUDA when a GPU is visible, else ONNX Runtime."""
-    if kind in ("auto", "torch"):
-        import torch
-
-        if torch.cuda.is_available():
-            return CudaTorchBackend(package)
-        kind = "onnx" if kind == "auto" else "torch"
-    return make_backend(package, kind)
 
 
 @dataclass
@@ -129,7 +93,7 @@ class ScreeningEngine:
         """Load and verify the package, open the backend, batcher, pools and job store."""
         cfg = self.cfg.validate()
         self._package = load_package(cfg.registry, cfg.model)
-        inner = open_backend(self._package, cfg.backend)
+        inner = make_backend(self._package, cfg.backend)
         self._batcher = BatchingBackend(inner, cfg.max_batch, cfg.max_wait_ms, self.metrics)
         self._screener = Screener(self._package, self._batcher)
         if cfg.explain:
