@@ -103,6 +103,17 @@ class Morphology:
     leaflet_value: float = LEAFLET
 
 
+def leaflet_echogenicity(f: StudyFindings) -> float:
+    """Leaflet brightness: fibrosed rheumatic valves are brighter the more features they show.
+
+    ``LEAFLET - 0.25`` for a valve without RHD features, plus 0.12 per feature of the
+    more affected valve (at most 3 counted), plus 0.05 for a thickened anterior mitral leaflet.
+    """
+    n = min(3, max(len(f.mv_features), len(f.av_features)))
+    thick = 0.05 if "almv_thickening" in f.mv_features else 0.0
+    return min(1.0, LEAFLET - 0.25 + 0.12 * n + thick)
+
+
 def morphology(f: StudyFindings, rng: np.random.Generator) -> Morphology:
     """Turn WHF findings into geometry, with normal variation for everything else."""
     from echoscreen.synth.findings import pathological_mr
@@ -112,7 +123,7 @@ def morphology(f: StudyFindings, rng: np.random.Generator) -> Morphology:
         pmv_thick=float(rng.uniform(0.07, 0.1)),
         av_thick=f.av_thickness_mm / 20.0,
         la_scale=float(rng.uniform(0.95, 1.05)) * (1.2 if pathological_mr(f.mr) else 1.0),
-        leaflet_value=LEAFLET + (0.1 if "almv_thickening" in f.mv_features else 0.0),
+        leaflet_value=leaflet_echogenicity(f),
     )
     if "chordal_thickening" in f.mv_features:
         m = replace(m, chord_radius=float(rng.uniform(0.08, 0.12)), chord_value=0.85)

@@ -56,7 +56,10 @@ Flow = Plume | Disk
 class ClipJets:
     """The regurgitant jets one colour clip shows (lengths in cm, 0 = none).
 
-    ``*_duration`` is the fraction of systole (MR, TR) or diastole (AR) the jet lasts.
+    ``*_duration`` is the fraction of systole (MR, TR) or diastole (AR) the jet lasts;
+    ``*_severe`` draws a significant jet (broad turbulent mosaic with a convergence zone),
+    otherwise a trivial one (narrow, smooth colour below the aliasing velocity).
+    Tricuspid jets are always trivial.
     """
 
     mr_cm: float = 0.0
@@ -65,6 +68,8 @@ class ClipJets:
     ar_cm: float = 0.0
     ar_duration: float = 1.0
     ar_ecc_deg: float = 0.0
+    mr_severe: bool = True
+    ar_severe: bool = True
     tr_cm: float = 0.0
     tr_duration: float = 1.0
 
@@ -78,15 +83,25 @@ def _active(pos: float, duration: float) -> bool:
     return 0.0 <= pos <= duration
 
 
-def _jet(v: Valve, length: float, ecc: float, speed: float) -> list[Flow]:
-    """A regurgitant jet: a proximal convergence zone (PISA) and a widening turbulent plume.
+#: speed (m/s) of a trivial jet: below every phantom Nyquist velocity, so it shows smooth colour
+TRIVIAL_SPEED = 0.45
 
-    Both grow with the jet: a longer jet comes from a larger regurgitant orifice, so its
-    convergence zone is larger and its plume broader (half-width 0.12 cm at the vena
-    contracta to ``0.15 + 0.22 * length`` cm at its end, about 1.2 cm wide for a 2 cm
-    jet), as colour Doppler shows moderate and severe regurgitation.
+
+def _jet(v: Valve, length: float, ecc: float, speed: float, severe: bool = True) -> list[Flow]:
+    """A regurgitant jet.
+
+    A severe (WHF-pathological) jet is a proximal convergence zone (PISA) and a widening
+    turbulent plume, both growing with the jet: a longer jet comes from a larger
+    regurgitant orifice, so its convergence zone is larger and its plume broader
+    (half-width 0.12 cm at the vena contracta to ``0.15 + 0.22 * length`` cm at its end,
+    about 1.2 cm wide for a 2 cm jet), as colour Doppler shows moderate and severe
+    regurgitation. A trivial (physiological) jet is a narrow laminar plume (half-width
+    0.06 to ``0.08 + 0.03 * length`` cm) in smooth colour, without a convergence zone.
     """
     jx, jz = _rot(-v.dx, -v.dz, ecc)
+    if not severe:
+        return [Plume(v.x, v.z, jx, jz, length, 0.06, 0.08 + 0.03 * length, TRIVIAL_SPEED,
+                      False, True)]  # fmt: skip
     r = 0.3 + 0.1 * min(length, 3.0)
     convergence = Plume(v.x + r * v.dx, v.z + r * v.dz, -v.dx, -v.dz, r, r, 0.1, 1.0)
     jet = Plume(v.x, v.z, jx, jz, length, 0.12, 0.15 + 0.22 * length, speed, True, True)
@@ -101,23 +116,28 @@ def valve_flows(v: Valve, st: CardiacState, jets: ClipJets) -> list[Flow]:
         if speed > 0.02:
             ox, oz = v.x - 0.3 * v.dx, v.z - 0.3 * v.dz
             flows.append(Plume(ox, oz, v.dx, v.dz, 3.6, 0.45, 0.85, speed))
-        cm, dur = (
-            (jets.mr_cm, jets.mr_duration) if v.name == "mv" else (jets.tr_cm, jets.tr_duration)
+        cm, dur, severe = (
+            (jets.mr_cm, jets.mr_duration, jets.mr_severe)
+            if v.name == "mv"
+            else (jets.tr_cm, jets.tr_duration, False)
         )
         if cm > 0 and st.systole and _active(st.sys_pos, dur):
             ecc = jets.mr_ecc_deg if v.name == "mv" else 0.0
-            flows += _jet(v, cm, ecc, MR_SPEED if v.name == "mv" else 2.6)
+            flows += _jet(v, cm, ecc, MR_SPEED if v.name == "mv" else 2.6, severe)
     elif v.name == "av" and not v.en_face:
         if st.aortic_open > 0.02:
             ox, oz = v.x - 1.8 * v.dx, v.z - 1.8 * v.dz
             flows.append(Plume(ox, oz, v.dx, v.dz, 4.2, 0.45, 0.55, 1.1 * st.aortic_open))
         if jets.ar_cm > 0 and not st.systole and _active(st.dia_pos, jets.ar_duration):
-            flows += _jet(v, jets.ar_cm, jets.ar_ecc_deg, AR_SPEED)
+            flows += _jet(v, jets.ar_cm, jets.ar_ecc_deg, AR_SPEED, jets.ar_severe)
     elif v.name == "av":
         if st.aortic_open > 0.02:
             flows.append(Disk(v.x, v.z, 0.85 * st.aortic_open, -0.45 * st.aortic_open))
         if jets.ar_cm > 0 and not st.systole and _active(st.dia_pos, jets.ar_duration):
-            flows.append(Disk(v.x, v.z, 0.12 + 0.15 * jets.ar_cm, AR_SPEED, True, True))
+            if jets.ar_severe:
+                flows.append(Disk(v.x, v.z, 0.12 + 0.15 * jets.ar_cm, AR_SPEED, True, True))
+            else:
+                flows.append(Disk(v.x, v.z, 0.08, TRIVIAL_SPEED, False, True))
     return flows
 
 

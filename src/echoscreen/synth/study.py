@@ -11,7 +11,12 @@ from pydicom.uid import generate_uid
 
 from echoscreen.synth.anatomy import Morphology, morphology
 from echoscreen.synth.doppler import ClipJets
-from echoscreen.synth.findings import StudyFindings, sample_findings
+from echoscreen.synth.findings import (
+    StudyFindings,
+    pathological_ar,
+    pathological_mr,
+    sample_findings,
+)
 from echoscreen.synth.header import (
     SCANNERS,
     ClipHeader,
@@ -117,6 +122,7 @@ def _clip_jets(
             mr_cm=mr.length_in(view),
             mr_duration=mr.duration,
             mr_ecc_deg=mr.eccentricity_deg + float(rng.normal(0, 5)),
+            mr_severe=pathological_mr(mr),
         )
     if doppler == "av" and ar is not None:
         length = ar.max_cm if view == "psax_av" else ar.length_in(view)
@@ -125,6 +131,7 @@ def _clip_jets(
                 ar_cm=length,
                 ar_duration=ar.duration,
                 ar_ecc_deg=ar.eccentricity_deg + float(rng.normal(0, 5)),
+                ar_severe=pathological_ar(ar),
             )
     if doppler == "tv" and rng.random() < 0.5:
         return ClipJets(tr_cm=float(rng.uniform(0.4, 1.8)), tr_duration=float(rng.uniform(0.4, 1)))
