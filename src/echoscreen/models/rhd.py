@@ -1,11 +1,12 @@
 """The RHD screening model: a (2+1)D clip encoder and attention pooling over a study's clips.
 
 Each clip (RGB + colourfulness) goes through a residual (2+1)D video network whose
-temporal convolutions see how long a jet lasts (pan-systolic vs a short early jet); a
-learned embedding of the clip's view is added, and gated attention pooling (Ilse et al.
-2018) over the study's real clips gives the study embedding, read by a screen-positive
-head (1 logit) and a three-class head (:data:`~echoscreen.models.config.LABELS`). A
-per-clip screen head feeds the mean / vote / max baselines (:func:`aggregate`).
+temporal convolutions see how long a jet lasts (pan-systolic vs a short early jet); the
+clip embedding is layer-normalised and a (small) learned embedding of the clip's view is
+added, and gated attention pooling (Ilse et al. 2018) over the study's real clips gives
+the study embedding, read by a screen-positive head (1 logit) and a three-class head
+(:data:`~echoscreen.models.config.LABELS`). A per-clip screen head feeds the mean / vote /
+max baselines (:func:`aggregate`).
 """
 
 from __future__ import annotations
@@ -25,13 +26,18 @@ from echoscreen.models.layers import (
 
 #: view index used for clips whose view is unknown (index < 0 in ``views``)
 UNKNOWN_VIEW = len(VIEWS)
+#: initial standard deviation of the view embedding (the normalised clip embedding has 1)
+VIEW_EMBED_STD = 0.1
 
 
 class ClipEncoder(nn.Module):
     """(2+1)D residual video network: (M, 3, T, S, S) in [0, 1] -> (M, D) clip embeddings.
 
     Every stage halves S; stages from the third on also halve T. A temporal conv over the
-    spatially pooled features, then mean and max over time, give the embedding.
+    spatially pooled features, then mean and max over time, give the embedding; to it is
+    added a projection of the max over time and space of the stem's and every stage's
+    features, so that a small local finding (a jet's mosaic, a bright leaflet) reaches the
+    embedding directly instead of being averaged away by the deep, coarse stages.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -40,24 +46,31 @@ class ClipEncoder(nn.Module):
         widths = arch.clip_widths
         self.stem = nn.Sequential(Conv2Plus1d(4, widths[0], s_stride=2), norm3d(widths[0]),
                                   nn.ReLU(inplace=True))  # fmt: skip
-        blocks: list[nn.Module] = []
+        stages: list[nn.Module] = []
         c_in = widths[0]
         for i, width in enumerate(widths):
+            blocks: list[nn.Module] = []
             for j in range(arch.clip_depth):
                 first = j == 0
                 blocks.append(ResBlock2Plus1d(c_in, width, t_stride=2 if first and i >= 2 else 1,
                                               s_stride=2 if first else 1))  # fmt: skip
                 c_in = width
-        self.blocks = nn.Sequential(*blocks)
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.ModuleList(stages)
+        self.peaks = nn.Linear(widths[0] + sum(widths), arch.embed)
         self.temporal = nn.Sequential(nn.Conv1d(2 * c_in, arch.embed, 3, padding=1),
                                       nn.ReLU(inplace=True))  # fmt: skip
         self.proj = nn.Linear(2 * arch.embed, arch.embed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(M, 3, T, S, S) float clips -> (M, D) embeddings."""
-        h = self.blocks(self.stem(add_colourfulness(x, dim=1)))  # (M, C, T', S', S')
-        h = self.temporal(mean_max(h, dims=(3, 4)))  # (M, D, T')
-        out: torch.Tensor = self.proj(mean_max(h, dims=(2,)))
+        h = self.stem(add_colourfulness(x, dim=1))  # (M, C0, T, S/2, S/2)
+        peaks = [h.amax(dim=(2, 3, 4))]
+        for stage in self.stages:
+            h = stage(h)  # (M, C, T', S', S')
+            peaks.append(h.amax(dim=(2, 3, 4)))
+        t = self.temporal(mean_max(h, dims=(3, 4)))  # (M, D, T')
+        out: torch.Tensor = self.proj(mean_max(t, dims=(2,))) + self.peaks(torch.cat(peaks, 1))
         return out
 
 
@@ -73,6 +86,9 @@ class RHDNet(nn.Module):
         d = cfg.arch.embed
         self.encoder = ClipEncoder(cfg)
         self.view_embed = nn.Embedding(len(VIEWS) + 1, d)  # last row: unknown view
+        # small view embeddings: N(0, 1) rows (torch's default) drowned the clip content,
+        # every study (same views) got the same embedding and the same output
+        nn.init.normal_(self.view_embed.weight, std=VIEW_EMBED_STD)
         self.norm = nn.LayerNorm(d)
         self.attn_v = nn.Linear(d, d // 2)
         self.attn_u = nn.Linear(d, d // 2)
@@ -119,7 +135,7 @@ class RHDNet(nn.Module):
             "attention": (B, N) pooling weights (0 at padding, summing to 1 per study)}.
         """
         views = torch.where(views < 0, torch.full_like(views, UNKNOWN_VIEW), views)
-        h = self.norm(self.encode(clips, mask) + self.view_embed(views))  # (B, N, D)
+        h = self.norm(self.encode(clips, mask)) + self.view_embed(views)  # (B, N, D)
         score = self.attn_w(torch.tanh(self.attn_v(h)) * torch.sigmoid(self.attn_u(h)))
         score = score.squeeze(2).masked_fill(~mask, MASKED_LOGIT)
         attention = torch.softmax(score, dim=1)  # (B, N)
