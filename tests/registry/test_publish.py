@@ -126,3 +126,26 @@ def test_publish_refuses_unusable_input(published: Published, tmp_path: Path) ->
         load_package(published.registry, "tiny:9")
     assert not (tmp_path / "reg" / "x" / "1").exists()
     assert not list((tmp_path / "reg" / "x").glob(".publish-*"))
+
+
+def test_weights_of_other_model_code_are_a_clear_error(published: Published,
+                                                       tmp_path: Path) -> None:  # fmt: skip
+    """A package whose weights no longer fit the network (older model code) says so."""
+    import torch
+
+    from echoscreen.registry import write_manifest
+
+    reg = tmp_path / "reg"
+    shutil.copytree(published.registry, reg)
+    root = reg / "tiny" / "1"
+    weights = root / "rhd" / "weights.pt"
+    state = torch.load(weights, weights_only=True)
+    renamed = {k.replace("encoder.", "old_encoder.", 1): v for k, v in state.items()}
+    for p in root.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    root.chmod(0o755)
+    torch.save(renamed, weights)
+    write_manifest(root)  # consistent checksums: only the network differs
+    package = load_package(reg, "tiny:1")
+    with pytest.raises(RegistryError, match="do not fit this echoscreen's rhd network"):
+        package.load_torch("rhd")

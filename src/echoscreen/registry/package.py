@@ -103,14 +103,26 @@ class ModelPackage:
         return self.root / self._model(task)[what]
 
     def load_torch(self, task: str) -> Any:
-        """The ``task`` model as a torch module in eval mode, weights from ``weights.pt``."""
+        """The ``task`` model as a torch module in eval mode, weights from ``weights.pt``.
+
+        Raises:
+            RegistryError: the weights do not fit this version's network (the package was
+                published by an echoscreen whose model code differed).
+        """
         import torch
 
         from echoscreen.models import create_model
 
         model = create_model(task, self.model_config(task))
         state = torch.load(self.path(task, "weights"), map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise RegistryError(
+                f"package {self.ref}: its {task} weights do not fit this echoscreen's {task} "
+                "network (published by a version with other model code); publish the runs "
+                "again with this version, or use its ONNX backend"
+            ) from exc
         return model.eval()
 
     def _model(self, task: str) -> dict[str, Any]:
