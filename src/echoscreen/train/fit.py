@@ -116,9 +116,15 @@ def _scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, steps: int) -> Any:
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+#: weight of the validation loss that breaks ties between epochs of equal accuracy / AUROC
+#: (a handful of validation studies gives many epochs AUROC 1.0; prefer the best-fitting)
+TIE_BREAK = 1e-3
+
+
 def _score(task: str, m: dict[str, float]) -> float:
     value = m["view_acc" if task == "view" else "auroc"]
-    return -m["loss"] if math.isnan(value) else value
+    loss = min(m["loss"], 1e3) if math.isfinite(m["loss"]) else 1e3
+    return -loss if math.isnan(value) else value - TIE_BREAK * loss
 
 
 def _seed_epoch(cfg: TrainConfig, epoch: int, rank: int) -> None:
