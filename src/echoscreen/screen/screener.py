@@ -18,8 +18,10 @@ Steps (see docs/registry.md for the rules and the JSON schema):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Iterable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,21 +168,31 @@ class Screener:
         return cls(package, make_backend(package, backend, threads))
 
     def read(
-        self, items: Iterable[tuple[str, bytes]]
+        self, items: Iterable[tuple[str, bytes]], pool: Executor | None = None
     ) -> tuple[list[ClipResult], list[dict[str, str]], int]:
-        """De-identify (in memory) and preprocess each file.
+        """De-identify (in memory) and preprocess each file (:func:`read_file`).
+
+        Args:
+            items: ``(name, bytes)`` of the study's files.
+            pool: reads the files in parallel (the service's process pool); None reads
+                them one at a time, holding one file in memory at once.
 
         Returns:
             ``(clips, skipped, n_studies)``: readable clips, ``{"file", "reason"}`` for the
             others, and how many distinct studies the clips came from.
         """
-        key = os.urandom(32)  # pseudonyms unlinkable to anything, then dropped
-        spec = self.package.spec
+        # one random key per call: pseudonyms unlinkable to anything, then dropped
+        work = functools.partial(read_file, spec=self.package.spec, key=os.urandom(32))
+        if pool is None:
+            outcomes: Iterable[tuple[str, Any]] = ((n, work(d)) for n, d in items)
+        else:
+            files = list(items)
+            read = pool.map(work, [d for _, d in files])
+            outcomes = zip([n for n, _ in files], read, strict=True)
         clips: list[ClipResult] = []
         skipped: list[dict[str, str]] = []
         studies: set[str] = set()
-        for name, data in items:
-            pixels, study, reason = read_file(data, spec, key)
+        for name, (pixels, study, reason) in outcomes:
             if pixels is None:
                 skipped.append({"file": name, "reason": reason or "unreadable"})
                 continue
@@ -255,11 +267,12 @@ class Screener:
             c.evidence, c.attention, c.p_clip_screen = True, float(a), float(s)
         result.decision = "screen-positive" if p >= result.threshold else "normal"
 
-    def screen(self, items: Iterable[tuple[str, bytes]]) -> ScreenResult:
-        """Screen one study given as ``(name, bytes)`` files."""
+    def screen(self, items: Iterable[tuple[str, bytes]],
+               pool: Executor | None = None) -> ScreenResult:  # fmt: skip
+        """Screen one study given as ``(name, bytes)`` files (``pool``: see :meth:`read`)."""
         result = ScreenResult(model=self.package.ref, backend=self.backend.name,
                               threshold=self.package.threshold)  # fmt: skip
-        result.clips, result.skipped, n_studies = self.read(items)
+        result.clips, result.skipped, n_studies = self.read(items, pool)
         if n_studies > 1:
             result.warnings.append(f"the files belong to {n_studies} different studies; "
                                    "screen one study at a time")  # fmt: skip

@@ -289,19 +289,15 @@ class ScreeningEngine:
             job.done.set()
 
     def _screen_job(self, job: _Job, store: JobStore) -> None:
-        clips, skipped, n_studies = self._read(job)
-        if not clips:
+        assert self._screener is not None
+        usable = [(str(i), job.files[i][1]) for i in job.usable]  # names: upload indexes
+        result = self._screener.screen(usable, pool=self._procs)
+        unread = [{"file_index": int(s["file"]), "reason": s["reason"]} for s in result.skipped]
+        skipped = sorted(job.skipped + unread, key=lambda s: int(s["file_index"]))
+        if not result.clips:
             listed = "; ".join(f"file {s['file_index']}: {s['reason']}" for s in skipped[:10])
             raise BadStudyError(f"no clip in the study could be read: {listed}")
-        assert self._screener is not None
-        pkg = self.package
-        result = ScreenResult(model=pkg.ref, backend=self._screener.backend.name,
-                              threshold=pkg.threshold, clips=clips)  # fmt: skip
-        if n_studies > 1:
-            result.warnings.append(f"the files belong to {n_studies} different studies; "
-                                   "screen one study at a time")  # fmt: skip
-        self._screener.classify(clips)
-        self._screener.decide(result)
+        clips = result.clips
         doc = self._document(job.id, result, skipped)
         pngs = self._explain(doc, clips)
         doc["explanations"] = [
@@ -321,24 +317,6 @@ class ScreeningEngine:
             except Exception:
                 log.exception("the on_done callback of job %s failed (its result is kept)",
                               job.id)  # fmt: skip
-
-    def _read(self, job: _Job) -> tuple[list[ClipResult], list[dict[str, Any]], int]:
-        """Decode + de-identify + preprocess the usable files in the process pool."""
-        assert self._procs is not None
-        key, spec = os.urandom(32), self.package.spec
-        futures = [self._procs.submit(read_file, job.files[i][1], spec, key) for i in job.usable]
-        clips: list[ClipResult] = []
-        skipped = list(job.skipped)
-        studies: set[str] = set()
-        for i, fut in zip(job.usable, futures, strict=True):
-            pixels, study, reason = fut.result()
-            if pixels is None:
-                skipped.append({"file_index": i, "reason": reason or "unreadable"})
-                continue
-            studies.add(study)
-            clips.append(ClipResult(index=len(clips), file=str(i), pixels=pixels))
-        skipped.sort(key=lambda s: int(s["file_index"]))
-        return clips, skipped, len(studies)
 
     def _document(self, job_id: str, result: ScreenResult,
                   skipped: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
