@@ -133,31 +133,12 @@ def unwrap_key(header: Header, keys: KeyProvider) -> bytes:
     return data_key
 
 
-def open_sealed(blob: bytes, oid: str, keys: KeyProvider) -> bytes:
-    """Decrypt and authenticate an object file written by :func:`seal`.
-
-    Raises:
-        IntegrityError: any byte of header or body was altered, or the file belongs
-            to another object id.
-    """
-    header = parse_header(blob)
-    data_key = unwrap_key(header, keys)
-    try:
-        return AESGCM(data_key).decrypt(
-            header.nonce,
-            memoryview(blob)[header.body_offset :],  # no copy of the body
-            associated_data(oid, header.version),
-        )
-    except InvalidTag as exc:
-        raise IntegrityError(f"object {oid} failed authentication: it was altered") from exc
-
-
 def open_in_place(buf: bytearray, oid: str, keys: KeyProvider) -> memoryview:
     """Decrypt and authenticate an object file held in ``buf``, overwriting its body.
 
     The training read path: no plaintext buffer is allocated and nothing is copied, and
     the AES-GCM work runs with the GIL released (OpenSSL through ``update_into``), so
-    several threads decrypt clips in parallel. Same checks as :func:`open_sealed`.
+    several threads decrypt clips in parallel.
 
     Returns:
         a read-only view of the plaintext inside ``buf`` (valid as long as ``buf``).

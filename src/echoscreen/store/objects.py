@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from echoscreen.errors import IntegrityError, StoreError
-from echoscreen.store.crypto import open_in_place, open_sealed, parse_header, rewrap, seal
+from echoscreen.store.crypto import open_in_place, parse_header, rewrap, seal
 from echoscreen.store.keys import KeyProvider, fsync_dir
 
 OID_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -108,12 +108,7 @@ class ObjectStore:
             StoreError: ``oid`` is malformed or not stored.
             IntegrityError: any byte of the object was altered.
         """
-        path = self.path(oid)
-        try:
-            blob = path.read_bytes()
-        except FileNotFoundError as exc:
-            raise StoreError(f"no object {oid} in {self.root}") from exc
-        data = open_sealed(blob, oid, self.keys)
+        data = bytes(self.read(oid))
         if check_id and not hmac.compare_digest(self.object_id(data), oid):
             raise IntegrityError(f"object {oid} decrypted to content with another id")
         return data
