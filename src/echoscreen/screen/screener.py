@@ -204,11 +204,11 @@ class Screener:
         """Model input ``float32 (N, 3, T', S', S')`` by the train transform ``prepare``."""
         import torch
 
+        from echoscreen.data.dataset import stack
         from echoscreen.train.transforms import prepare
 
         frames, size = self.package.input_shape(task)
-        return torch.stack([prepare(torch.from_numpy(c.pixels), frames, size)
-                            for c in clips]).numpy()  # fmt: skip
+        return stack([prepare(torch.from_numpy(c.pixels), frames, size) for c in clips]).numpy()
 
     def classify(self, clips: list[ClipResult]) -> None:
         """Fill each clip's view, confidence, p_view, doppler and p_doppler."""

@@ -56,10 +56,11 @@ def saliency(model: Any, package: ModelPackage,
     """
     import torch
 
+    from echoscreen.data.dataset import stack
     from echoscreen.train.transforms import frame_indices, max_offset, prepare
 
     frames, size = package.input_shape("rhd")
-    x = torch.stack([prepare(torch.from_numpy(c.pixels), frames, size) for c in evidence])[None]
+    x = stack([prepare(torch.from_numpy(c.pixels), frames, size) for c in evidence])[None]
     x.requires_grad_(True)
     mask = torch.ones((1, len(evidence)), dtype=torch.bool)
     views = torch.tensor([[VIEWS.index(c.view) for c in evidence]], dtype=torch.int64)
