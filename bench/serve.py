@@ -127,21 +127,15 @@ def _wait_up(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 120.0) 
     raise RuntimeError(f"{url} did not come up")
 
 
-def _form(files: list[tuple[str, bytes]]) -> list[tuple[str, tuple[str, bytes, str]]]:
-    return [("files", (Path(n).name, d, "application/dicom")) for n, d in files]
-
-
 def load(url: str, token: str, studies: list[list[tuple[str, bytes]]], clients: int,
          requests: int) -> tuple[float, list[float]]:  # fmt: skip
     """``requests`` studies posted by ``clients`` threads; (studies/s, latencies in s)."""
-    headers = {"Authorization": f"Bearer {token}"}
+    from echoscreen.service.client import ServiceClient
 
     def one(i: int) -> float:
-        with httpx.Client(timeout=600.0, headers=headers) as http:
+        with ServiceClient(url, token, timeout_s=600.0, patience_s=0.0) as client:
             start = time.perf_counter()
-            resp = http.post(url + "/v1/screen", files=_form(studies[i % len(studies)]))
-            if resp.status_code != 200:
-                raise RuntimeError(f"{url}: HTTP {resp.status_code}: {resp.text[:300]}")
+            client.screen(studies[i % len(studies)])  # a 4xx/5xx raises ServiceError
             return time.perf_counter() - start
 
     start = time.perf_counter()
