@@ -142,3 +142,22 @@ def test_cli_output_holds_no_identifying_value_and_nothing_is_written(
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
     assert not any(s in json.dumps(screener.screen_path(study).to_json()) for s in secrets)
     fails("screen", str(study / "nope"), *reg, match="does not exist")
+
+
+def test_folder_litter_is_skipped_in_folders_and_zips(tmp_path: Path) -> None:
+    """Dot files and macOS resource forks are never read as part of a study."""
+    from echoscreen.screen import iter_study
+
+    folder = tmp_path / "study"
+    (folder / "__MACOSX").mkdir(parents=True)
+    (folder / ".cache").mkdir()
+    for name in ("a/IM1.dcm", "IM2.dcm", ".DS_Store", "__MACOSX/._IM2.dcm", ".cache/x"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"x")
+    archive = tmp_path / "study.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                zf.write(p, p.relative_to(folder).as_posix())
+    for path in (folder, archive):
+        assert [name for name, _ in iter_study(path)] == ["IM2.dcm", "a/IM1.dcm"]

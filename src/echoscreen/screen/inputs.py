@@ -32,14 +32,17 @@ def _zip_members(path: Path) -> Iterator[tuple[str, bytes]]:
         raise ScreenError(f"{path} is not a readable zip archive ({exc}); pass a folder, a zip "
                           "or a DICOM file") from exc  # fmt: skip
     with zf:
-        members = [i for i in zf.infolist() if not i.is_dir()]
+        members = [i for i in zf.infolist() if not i.is_dir() and not is_litter(i.filename)]
         _check_total(len(members), sum(i.file_size for i in members))
         for info in sorted(members, key=lambda i: i.filename):
             yield info.filename, zf.read(info)
 
 
-def _hidden(p: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in p.relative_to(root).parts)
+def is_litter(name: str) -> bool:
+    """Whether a file's relative path (``/``-separated) is folder litter, never part of a
+    study: dot files and folders, and macOS resource forks (``__MACOSX/``)."""
+    parts = [p for p in name.split("/") if p]
+    return bool(parts) and (parts[0] == "__MACOSX" or any(p.startswith(".") for p in parts))
 
 
 def iter_study(path: Path) -> Iterator[tuple[str, bytes]]:
@@ -56,7 +59,8 @@ def iter_study(path: Path) -> Iterator[tuple[str, bytes]]:
     if not path.exists():
         raise ScreenError(f"{path} does not exist; pass a study folder, a zip of one, or a file")
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p, path))
+        files = sorted(p for p in path.rglob("*")
+                       if p.is_file() and not is_litter(p.relative_to(path).as_posix()))
         _check_total(len(files), sum(p.stat().st_size for p in files))
         for p in files:
             yield p.relative_to(path).as_posix(), p.read_bytes()

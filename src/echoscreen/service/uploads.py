@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from echoscreen.errors import BadStudyError, ServiceError
 from echoscreen.ingest.dicomweb import MultipartError, boundary_of, split_multipart
+from echoscreen.screen.inputs import is_litter
 
 ZIP_MAGIC = b"PK\x03\x04"
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/x-zip")
@@ -98,12 +99,6 @@ def _is_zip(name: str, data: bytes, ctype: str = "") -> bool:
     return data.startswith(ZIP_MAGIC) or _media(ctype) in ZIP_TYPES or name.lower().endswith(".zip")
 
 
-def _skipped_member(name: str) -> bool:
-    """Folders' litter that is never part of a study (macOS resource forks, dot files)."""
-    parts = name.split("/")
-    return parts[0] == "__MACOSX" or any(p.startswith(".") for p in parts if p)
-
-
 def expand_zip(
     data: bytes, limits: UploadLimits, label: str = "the zip"
 ) -> list[tuple[str, bytes]]:
@@ -119,7 +114,7 @@ def expand_zip(
         raise BadStudyError(f"{label} is not a readable zip archive ({type(exc).__name__}); "
                             "send the study folder's files or a valid zip") from exc  # fmt: skip
     with zf:
-        members = [i for i in zf.infolist() if not i.is_dir() and not _skipped_member(i.filename)]
+        members = [i for i in zf.infolist() if not i.is_dir() and not is_litter(i.filename)]
         _check_members(members, limits, label)
         out: list[tuple[str, bytes]] = []
         total = 0
