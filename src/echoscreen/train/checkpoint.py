@@ -3,7 +3,7 @@
 ``RUN/checkpoint.pt`` holds ``model``, ``optimizer``, ``scheduler``, ``scaler``
 (state dicts), ``epoch`` (epochs completed), ``config`` (the run's
 :meth:`TrainConfig.to_json`), ``best`` (best validation score so far) and ``rng``
-(torch / numpy / python generator states). ``RUN/best.pt`` holds ``model``,
+(torch CPU / CUDA / numpy / python generator states). ``RUN/best.pt`` holds ``model``,
 ``config``, ``epoch`` and ``score`` of the best epoch.
 """
 
@@ -37,14 +37,22 @@ def atomic_save(obj: Any, path: Path) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    """The global generators' states (torch CPU, numpy, python)."""
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+    """The global generators' states (torch CPU, every CUDA device's, numpy, python).
+
+    Dropout and augmentation on a GPU draw from the CUDA generators: without their states a
+    resumed GPU run would not repeat the run it continues.
+    """
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return {"torch": torch.get_rng_state(), "cuda": cuda, "numpy": np.random.get_state(),
             "python": random.getstate()}  # fmt: skip
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore :func:`rng_state` output."""
     torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda", [])
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
 
