@@ -74,3 +74,20 @@ def test_regions_of_reads_the_sequence() -> None:
     ds.SequenceOfUltrasoundRegions = [good, partial]
     assert regions_of(ds) == [(84, 31, 595, 414)]
     assert regions_of(Dataset()) == []
+
+
+def test_inplace_matches_the_mask_reference_for_random_unions() -> None:
+    rng, checked = np.random.default_rng(1), 0
+    for _ in range(50):
+        regions = [tuple(int(v) for v in rng.integers(-8, 72, size=4)) for _ in range(3)]
+        mask = region_mask((64, 64), regions)
+        if not mask.any() or mask.all():
+            continue
+        frames = _frames()
+        expected = np.where(mask[None, :, :, None], frames, 0)
+        assert np.array_equal(clean_pixels(frames, regions, burned_in=True), expected)
+        grey = np.ascontiguousarray(frames[..., 0])
+        same = clean_pixels(grey, regions, burned_in=True, inplace=True)
+        assert same is grey and np.array_equal(grey, expected[..., 0])
+        checked += 1
+    assert checked >= 10

@@ -73,7 +73,12 @@ def _write_pixels(out: Dataset, frames: np.ndarray, multi_frame: bool) -> None:
 
 
 def deidentify_instance(
-    ds: Dataset, frames: np.ndarray, deid: Deidentifier, *, encode: bool = True
+    ds: Dataset,
+    frames: np.ndarray,
+    deid: Deidentifier,
+    *,
+    encode: bool = True,
+    inplace: bool = False,
 ) -> tuple[Dataset, np.ndarray]:
     """De-identify one ultrasound instance, header and pixels.
 
@@ -91,6 +96,8 @@ def deidentify_instance(
             False the dataset carries no Pixel Data at all: for callers that only use the
             cleaned frames (in-memory screening), which saves the encoding, most of the
             time this function takes.
+        inplace: clean ``frames`` in place and return them (for callers that own freshly
+            decoded frames): saves a copy of the clip.
 
     Returns:
         ``(dataset, frames)``: the de-identified dataset (RLE Lossless pixel data, or none
@@ -110,14 +117,14 @@ def deidentify_instance(
         )
     burned_in = burned_in_flag(ds)
     if deid.policy.clean_pixel_data:
-        cleaned = clean_pixels(frames, regions_of(ds), burned_in=burned_in)
+        cleaned = clean_pixels(frames, regions_of(ds), burned_in=burned_in, inplace=inplace)
     elif burned_in:
         raise DeidError(
             "Clean Pixel Data is off but the clip may have burned-in annotation; turn "
             "DeidPolicy.clean_pixel_data on or quarantine the clip"
         )
     else:
-        cleaned = frames.copy()
+        cleaned = frames if inplace else frames.copy()
     result = deid.deidentify(ds)
     out = result.dataset
     if encode:

@@ -79,17 +79,26 @@ def region_mask(shape: tuple[int, int], regions: Sequence[Any]) -> np.ndarray:
     return mask
 
 
-def clean_pixels(frames: np.ndarray, regions: Sequence[Any], *, burned_in: bool) -> np.ndarray:
+def clean_pixels(
+    frames: np.ndarray, regions: Sequence[Any], *, burned_in: bool, inplace: bool = False
+) -> np.ndarray:
     """Blank (zero) every pixel outside the union of the ultrasound regions.
+
+    Everything outside the union's bounding box is zeroed with slices; inside it, only
+    when the union is not a single box, a ``(h, w)`` mask multiplies the box. No
+    whole-frame boolean indexing, and with ``inplace`` no copy.
 
     Args:
         frames: ``(T, H, W, C)`` uint8 (``(T, H, W)`` is taken as C = 1).
         regions: the regions (see :func:`region_mask`); may be empty.
         burned_in: whether the clip may carry burned-in annotation (BurnedInAnnotation YES
             or absent).
+        inplace: blank ``frames`` itself (for callers that own freshly decoded frames)
+            instead of returning a new array.
 
     Returns:
-        A new array of the same shape and dtype; ``frames`` is not modified.
+        The cleaned frames, same shape and dtype: ``frames`` itself with ``inplace``, else a
+        new array (``frames`` is not modified).
 
     Raises:
         DeidError: when ``burned_in`` and the regions leave nothing to blank (none usable,
@@ -102,18 +111,34 @@ def clean_pixels(frames: np.ndarray, regions: Sequence[Any], *, burned_in: bool)
             "decode the clip with echoscreen.dicom first"
         )
     mask = region_mask((frames.shape[1], frames.shape[2]), regions)
-    if burned_in and not mask.any():
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if burned_in and rows.size == 0:
         raise DeidError(
             "the clip may have burned-in annotation (BurnedInAnnotation YES or absent) and has "
             "no usable Sequence of Ultrasound Regions, so its pixels cannot be cleaned; it is "
             "quarantined: export it from the scanner with regions, or without annotation"
         )
-    if burned_in and mask.all():
+    if rows.size == 0:  # nothing to keep apart: no regions, no annotation
+        return frames if inplace else frames.copy()
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    inside = mask[y0:y1, x0:x1]
+    whole = inside.all()
+    if burned_in and whole and inside.shape == mask.shape:
         raise DeidError(
             "the clip may have burned-in annotation and its ultrasound regions cover the whole "
             "frame, so the annotation cannot be separated from the image; it is quarantined"
         )
-    out = frames.copy()
-    if mask.any():
-        out[:, ~mask] = 0
+    if inplace:
+        out = frames
+        out[:, :y0] = 0
+        out[:, y1:] = 0
+        out[:, y0:y1, :x0] = 0
+        out[:, y0:y1, x1:] = 0
+    else:
+        out = np.zeros_like(frames)
+        out[:, y0:y1, x0:x1] = frames[:, y0:y1, x0:x1]
+    if not whole:  # a union of several boxes: zero the gaps inside its bounding box
+        keep = inside.reshape(inside.shape + (1,) * (frames.ndim - 3)).astype(np.uint8)
+        box = out[:, y0:y1, x0:x1]
+        np.multiply(box, keep, out=box)
     return out

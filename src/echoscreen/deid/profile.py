@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID_dictionary
 
 from echoscreen.deid import keyed
 from echoscreen.deid.policy import DeidPolicy
-from echoscreen.deid.table import Rule, effective_action, load_table
+from echoscreen.deid.table import Rule, annex_e_table, effective_action
 from echoscreen.deid.tags import method_codes, method_text
 from echoscreen.errors import DeidError
 
@@ -75,7 +76,7 @@ class Deidentifier:
     def __init__(self, secret: bytes, policy: DeidPolicy = DeidPolicy()) -> None:
         self._secret = keyed.check_secret(secret)
         self.policy = policy
-        self.table: dict[int, Rule] = load_table()
+        self.table: Mapping[int, Rule] = annex_e_table()
 
     def pseudonym_uid(self, uid: str) -> str:
         """``2.25.<int>`` from HMAC-SHA256(secret, uid): same in, same out; one-way."""

@@ -13,8 +13,11 @@ remove, ``K`` keep, ``C`` clean, ``U`` replace UID consistently; combined codes 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
+from types import MappingProxyType
 
 from echoscreen.deid.policy import DeidPolicy
 
@@ -53,10 +56,20 @@ def _cell(value: str) -> str:
 
 
 def load_table() -> dict[int, Rule]:
-    """Read the packaged Annex E table.
+    """The packaged Annex E table, as a new dict the caller may change.
 
     Returns:
         Rules keyed by tag (int).
+    """
+    return dict(annex_e_table())
+
+
+@functools.lru_cache(maxsize=1)
+def annex_e_table() -> Mapping[int, Rule]:
+    """The packaged Annex E table, parsed once per process (it is immutable package data).
+
+    Returns:
+        A read-only mapping of rules keyed by tag (int).
     """
     text = resources.files("echoscreen.deid").joinpath("annex_e.tsv").read_text("utf-8")
     rules: dict[int, Rule] = {}
@@ -73,7 +86,7 @@ def load_table() -> dict[int, Rule]:
             clean_desc=_cell(desc),
             name=name,
         )
-    return rules
+    return MappingProxyType(rules)
 
 
 def effective_action(rule: Rule, policy: DeidPolicy) -> str:

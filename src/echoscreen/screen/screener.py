@@ -142,7 +142,9 @@ def read_file(data: bytes, spec: PreprocessSpec,
     try:
         ds = load_dataset(data)
         cine = read_needed(ds, spec)  # only the frames the clip uses are decoded and cleaned
-        clean, frames = deidentify_instance(ds, cine.frames, Deidentifier(key), encode=False)
+        clean, frames = deidentify_instance(
+            ds, cine.frames, Deidentifier(key), encode=False, inplace=True
+        )
         tensor = preprocess(dataclasses.replace(cine, frames=frames), spec)
     except Exception as exc:  # one bad file must not stop the study
         return None, "", _why(exc)
