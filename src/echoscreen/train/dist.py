@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as tdist
 
+from echoscreen.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -44,12 +46,23 @@ class DistEnv:
 
 
 def read_env() -> DistEnv:
-    """The distributed context from the environment (single process if unset)."""
+    """The distributed context from the environment (single process if unset).
+
+    Raises:
+        ConfigError: more processes on this host than GPUs (NCCL cannot share a GPU
+            between ranks).
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
-        device = torch.device("cuda", local % torch.cuda.device_count())
+        gpus, per_host = torch.cuda.device_count(), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        if per_host > gpus:
+            raise ConfigError(
+                f"{per_host} processes on this host but {gpus} GPU(s): NCCL cannot share a GPU "
+                f"between ranks; use --nproc-per-node {gpus}, or hide the GPUs "
+                "(CUDA_VISIBLE_DEVICES=) to train on the CPU with gloo")
+        device = torch.device("cuda", local)
     else:
         device = torch.device("cpu")
     restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
