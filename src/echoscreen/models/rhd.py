@@ -148,6 +148,12 @@ class JetEvidence(nn.Module):
         return out
 
 
+def _default_temperature(module: nn.Module, state: dict[str, torch.Tensor], prefix: str,
+                         *_: object) -> None:  # fmt: skip
+    """Load weights saved before the temperature buffer existed as uncalibrated (T = 1)."""
+    state.setdefault(prefix + "temperature", torch.ones(2))
+
+
 class RHDNet(nn.Module):
     """Clip encoder + view embedding + masked gated-attention pooling; see the module docstring.
 
@@ -174,6 +180,11 @@ class RHDNet(nn.Module):
         self.evidence = JetEvidence()
         # the three classes' slopes in the study's peak clip evidence (normal falls, others rise)
         self.class3_evidence = nn.Parameter(torch.tensor([-1.0, 0.5, 1.0]))
+        # temperature scaling [screen, class3]: the study logits are divided by it; 1 until
+        # fitted on validation after training (echoscreen.train.calibrate), then saved with
+        # the weights, so every user of the model (ONNX, screening, saliency) gets it
+        self.register_buffer("temperature", torch.ones(2))
+        self.register_load_state_dict_pre_hook(_default_temperature)
 
     def encode(self, clips: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Embed the clips; in eager mode only real clips are computed.
@@ -207,7 +218,8 @@ class RHDNet(nn.Module):
             views: (B, N) int64 index into VIEWS; negative = unknown view.
 
         Returns:
-            {"screen": (B,) screen-positive logit, "class3": (B, 3) logits over LABELS,
+            {"screen": (B,) screen-positive logit, "class3": (B, 3) logits over LABELS
+            (both divided by their fitted temperature, so sigmoid / softmax are calibrated),
             "clip_screen": (B, N) per-clip screen logits (meaningless at padding),
             "attention": (B, N) pooling weights (0 at padding, summing to 1 per study)}.
         """
@@ -221,9 +233,11 @@ class RHDNet(nn.Module):
         clip = self.clip_head(self.drop(h)).squeeze(2) + evidence
         peak = clip.masked_fill(~mask, MASKED_LOGIT).amax(dim=1)  # (B,) most positive clip
         screen = self.screen_head(study).squeeze(1) + peak
+        class3 = self.class3_head(study) + self.class3_evidence * peak.unsqueeze(1)
+        temperature = self.get_buffer("temperature")
         return {
-            "screen": screen,
-            "class3": self.class3_head(study) + self.class3_evidence * peak.unsqueeze(1),
+            "screen": screen / temperature[0],
+            "class3": class3 / temperature[1],
             "clip_screen": clip,
             "attention": attention,
         }

@@ -25,7 +25,8 @@ from echoscreen.train.config import TrainConfig
 
 #: settings a sweep may vary (the rest name the data and the run)
 FIXED = ("task", "data", "dataset", "run", "identity", "resume")
-#: the validation/test metric each task is ranked by (as fit's best_score)
+#: the validation/test metric a sweep ranks each task's runs by (fit picks best.pt by view
+#: accuracy, or by rhd validation loss)
 SCORE = {"view": "view_acc", "rhd": "auroc"}
 
 
