@@ -57,6 +57,25 @@ def test_rhd_run_writes_metrics_report_and_plots(tmp_path: Path) -> None:
     assert evaluate_run(run, "test", FAST) == m  # deterministic for the seed
 
 
+def test_fitted_temperatures_are_reported(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", "rhd")
+    plain = evaluate_run(run, "test", FAST)
+    assert plain["calibration"]["post_calibration"] is False
+    assert "uncalibrated" in (run / "report.html").read_text()
+    fitted = {"method": "temperature scaling", "split": "val", "n": 30,
+              "screen": {"temperature": 0.5, "nll_before": 0.6, "nll_after": 0.4},
+              "class3": {"temperature": 1.5, "nll_before": 1.0, "nll_after": 0.9}}  # fmt: skip
+    (run / "calibration.json").write_text(json.dumps(fitted))
+    m = evaluate_run(run, "test", FAST)
+    assert m["calibration"]["post_calibration"] and m["calibration"]["temperature"] == 0.5
+    assert m["calibration_3class"]["temperature"] == 1.5 and m["calibration_fit"] == fitted
+    assert 0 <= m["calibration_3class"]["ece"]["value"] <= 1
+    assert "temperature-scaled on validation, T = 0.50" in (run / "report.html").read_text()
+    (run / "calibration.json").write_text("{")
+    with pytest.raises(EvaluateError, match="not a calibration file"):
+        evaluate_run(run, "test", FAST)
+
+
 def test_view_run(tmp_path: Path) -> None:
     run = write_run(tmp_path / "run", "view")
     m = evaluate_run(run, "test", FAST)

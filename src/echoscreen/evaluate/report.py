@@ -79,7 +79,12 @@ def _rhd_body(m: dict[str, Any]) -> str:
              "specificity": "specificity at the operating point",
              "accuracy_3class": "three-class accuracy"}  # fmt: skip
     rows = [[v, fmt(m[k])] for k, v in names.items()]
-    rows.append(["ECE", fmt(m["calibration"]["ece"])])
+    for key, what in (("calibration", "ECE, P(screen-positive)"),
+                      ("calibration_3class", "ECE, three-class top label")):  # fmt: skip
+        cal = m[key]
+        t = cal.get("temperature")
+        how = "uncalibrated" if t is None else f"temperature-scaled on validation, T = {t:.2f}"
+        rows.append([f"{what} ({how})", fmt(cal["ece"])])
     agg = [
         [
             escape(n),

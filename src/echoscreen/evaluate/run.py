@@ -90,6 +90,21 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def _fitted_calibration(run: Path) -> dict[str, Any] | None:
+    """``RUN/calibration.json`` (the temperatures fit() fitted on validation), or None."""
+    path = run / "calibration.json"
+    if not path.is_file():
+        return None
+    try:
+        fitted: dict[str, Any] = json.loads(path.read_text())
+        return fitted if all("temperature" in fitted[k] for k in ("screen", "class3")) else None
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise EvaluateError(
+            f"{path} is not a calibration file ({exc}); rerun the training "
+            "or delete it to report uncalibrated probabilities"
+        ) from exc
+
+
 def evaluate_run(run: Path, split: str = "test", cfg: EvalConfig | None = None) -> dict[str, Any]:
     """Evaluate ``RUN/predictions_{split}.json``; write ``metrics.json`` and ``report.html``.
 
@@ -126,6 +141,11 @@ def evaluate_run(run: Path, split: str = "test", cfg: EvalConfig | None = None) 
         val_path = run / "predictions_val.json"
         val = parse_rhd(val_path, load_records(val_path))
         out = _clean({**head, **rhd_metrics(val, test, cfg)})
+        fitted = _fitted_calibration(run)
+        for key, part in (("calibration", "screen"), ("calibration_3class", "class3")):
+            out[key]["post_calibration"] = fitted is not None
+            out[key]["temperature"] = None if fitted is None else fitted[part]["temperature"]
+        out["calibration_fit"] = fitted
         files = _rhd_plots(test, out, plots)
     else:
         views = parse_view(test_path, records)

@@ -129,6 +129,8 @@ def rhd_metrics(val: RhdPredictions, test: RhdPredictions, cfg: EvalConfig) -> d
                                "matrix": m.confusion_matrix(lab, pred3, 3).tolist()}  # fmt: skip
     out["accuracy_3class"] = proportion(int(np.sum(pred3 == lab)), len(lab), "no studies")
     out["calibration"] = calibration(y, s, cfg.bins)
+    top3 = test.p3[known].max(axis=1) if len(lab) else np.zeros(0)
+    out["calibration_3class"] = calibration((pred3 == lab).astype(np.int64), top3, cfg.bins)
     sexes = [sex_group(x) for x, k in zip(test.sex, known, strict=True) if k]
     ages = [age_band(a) for a in test.age_years[known]]
     out["subgroups"] = {"sex": subgroup_table(y, s, sexes, t),
