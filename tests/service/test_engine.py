@@ -251,5 +251,5 @@ def test_auto_backend_is_torch_on_cuda_else_onnx(published: Published) -> None:
     x = {"clips": torch.rand(2, 3, frames, size, size).numpy()}
     want = OnnxBackend.from_package(package).run("view", x)
     got = auto.run("view", x)
-    for k, v in want.items():
-        assert abs(got[k] - v).max() < 1e-3, k
+    for k, v in want.items():  # TF32 convolutions on the GPU: ~1e-4 relative to the logits
+        assert (abs(got[k] - v) <= 1e-3 + 1e-3 * abs(v)).all(), k
