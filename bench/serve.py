@@ -81,7 +81,14 @@ def build_package(root: Path) -> tuple[Path, str]:
     return root / "registry", "bench:1"
 
 
-def naive_app(registry: Path, model: str) -> Any:
+def naive_device(backend: str) -> str:
+    """The naive baseline's torch device: the GPU when the service's backend uses one."""
+    import torch
+
+    return "cuda" if backend in ("auto", "torch") and torch.cuda.is_available() else "cpu"
+
+
+def naive_app(registry: Path, model: str, device: str = "cpu") -> Any:
     """The baseline: per-request eager torch screening, no batching, no pool, no auth.
 
     The models are loaded once; each request decodes its files in its own thread and
@@ -94,7 +101,7 @@ def naive_app(registry: Path, model: str) -> Any:
     from echoscreen.service.uploads import UploadLimits, parse_upload
 
     package = load_package(registry, model)
-    screener = Screener(package, TorchBackend.from_package(package))
+    screener = Screener(package, TorchBackend.from_package(package, device))
     app = FastAPI()
     limits = UploadLimits(max_bytes=512 << 20, max_files=500)
 
@@ -151,22 +158,24 @@ def alone(url: str, token: str, study: list[tuple[str, bytes]], repeats: int = 5
 
 
 def inference_only(registry: Path, model: str, study: list[tuple[str, bytes]], clients: int,
-                   rounds: int = 4) -> dict[str, float]:  # fmt: skip
+                   backend: str = "onnx", rounds: int = 4) -> dict[str, float]:  # fmt: skip
     """Studies/s of the two inference paths alone (view + rhd models on decoded clips).
 
     ``clients`` threads each classify and decide the same decoded study ``rounds`` times:
     through one eager torch backend called per study (the naive path), and through the
-    service's ``BatchingBackend`` over ONNX Runtime (calls of concurrent studies merged).
+    service's ``BatchingBackend`` over its ``backend`` (calls of concurrent studies merged).
     """
     from echoscreen.registry import load_package
-    from echoscreen.screen import OnnxBackend, Screener, ScreenResult, TorchBackend
+    from echoscreen.screen import OnnxBackend, Screener, ScreenResult, TorchBackend, make_backend
     from echoscreen.service.batching import BatchingBackend
 
     package = load_package(registry, model)
     clips = Screener(package, OnnxBackend.from_package(package)).read(study)[0]
     out = {}
-    backends: dict[str, Any] = {"naive": TorchBackend.from_package(package),
-                                "service": BatchingBackend(OnnxBackend.from_package(package))}
+    backends: dict[str, Any] = {
+        "naive": TorchBackend.from_package(package, naive_device(backend)),
+        "service": BatchingBackend(make_backend(package, backend)),
+    }
     for name, backend in backends.items():
         screener = Screener(package, backend)
 
@@ -214,30 +223,32 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=64)
     p.add_argument("--studies", type=int, default=8)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--backend", default="onnx", help="the service's --backend (auto, torch: "
+                   "the naive baseline runs its eager torch on the GPU too when there is one)")
     p.add_argument("--naive", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.naive:  # the baseline server process
         import uvicorn
 
-        uvicorn.run(naive_app(a.registry, a.model), host="127.0.0.1", port=a.port,
-                    log_level="warning")  # fmt: skip
+        app = naive_app(a.registry, a.model, naive_device(a.backend))
+        uvicorn.run(app, host="127.0.0.1", port=a.port, log_level="warning")
         return
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         root = Path(tmp)
         registry, model = (a.registry, a.model) if a.registry else build_package(root)
         studies, ten = _studies(root, a.studies)
-        infer = inference_only(registry, model, ten, a.clients)
+        infer = inference_only(registry, model, ten, a.clients, a.backend)
         results = {}
         from echoscreen.service.tokens import TokenStore
 
         token = TokenStore(root / "state" / "tokens.db").create("bench")
         routes = {
             "service": [sys.executable, "-m", "echoscreen", "serve", "--registry", str(registry),
-                        "--model", model, "--state", str(root / "state"), "--backend", "onnx",
+                        "--model", model, "--state", str(root / "state"), "--backend", a.backend,
                         "--workers", str(a.workers), "--no-explain", "--no-access-log"],
             "naive": [sys.executable, __file__, "--naive", "--registry", str(registry),
-                      "--model", model],
+                      "--model", model, "--backend", a.backend],
         }  # fmt: skip
         for name, cmd in routes.items():
             port = free_port()
@@ -255,7 +266,8 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, load "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}; {len(studies)} phantom studies "
           f"({clips:.1f} files each, JPEG cine 32 frames), {a.clients} clients, "
-          f"{a.requests} requests, service workers {a.workers}")  # fmt: skip
+          f"{a.requests} requests, service workers {a.workers}, backend {a.backend} "
+          f"(naive torch on {naive_device(a.backend)})")  # fmt: skip
     for name, (rate, p50, p95, single) in results.items():
         print(f"{name:8s}: {rate:6.2f} studies/s  p50 {p50:6.2f} s  p95 {p95:6.2f} s  "
               f"10-clip study alone {single:5.2f} s")  # fmt: skip

@@ -13,6 +13,10 @@ stores them, model input 3 x 16 x 64 x 64 through the train transform):
     ``torchrun --nproc-per-node 2 --standalone`` (batch B per rank, 1 thread each): the
     same global batch; clips/s from the epochs' ``time_s`` in ``metrics.jsonl`` (training
     plus rank 0's validation of the small val split) and from the command's wall time.
+    Always on the CPU (gloo), GPUs hidden: it is the CPU comparison the issue asks for.
+(c) **GPU** (only when torch sees one): (a) again on the GPU (bf16 autocast, as
+    ``echoscreen train`` does there) for each ``--sizes`` model, and ``echoscreen train
+    view`` as 1 process on the GPU: whether the data path keeps up with a GPU.
 
 Run: ``.venv/bin/python bench/train.py [--studies 12 --batch 8 --steps 12 --epochs 2]``.
 """
@@ -35,6 +39,7 @@ import torch.nn.functional as F
 
 from echoscreen.data import ClipDataset, LocalSite, make_loader
 from echoscreen.models import VIEWS, ModelConfig, create_model
+from echoscreen.train.loop import autocast
 from echoscreen.train.transforms import transform_batch
 
 FRAMES, SIZE = 16, 64
@@ -62,25 +67,33 @@ def _labels(meta: dict[str, list[str]]) -> torch.Tensor:
     return torch.tensor([VIEWS.index(v) if v in VIEWS else len(VIEWS) - 1 for v in meta["view"]])
 
 
-def _steps(batches: Iterator[tuple[torch.Tensor, torch.Tensor]], steps: int, batch: int) -> float:
-    """Train ``steps`` steps on ``batches`` (after one warm-up step); return clips/s."""
+def _steps(batches: Iterator[tuple[torch.Tensor, torch.Tensor]], steps: int, batch: int,
+           device: torch.device, size: str) -> float:  # fmt: skip
+    """Train ``steps`` steps on ``batches`` (after warm-up steps); return clips/s."""
     torch.manual_seed(0)
-    model = create_model("view", ModelConfig(frames=FRAMES, image=SIZE))
+    model = create_model("view", ModelConfig(size=size, frames=FRAMES, image=SIZE)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    start = 0.0
-    for i in range(steps + 1):
-        if i == 1:
+    warm, start = (5 if device.type == "cuda" else 1), 0.0
+    for i in range(steps + warm):
+        if i == warm:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             start = time.perf_counter()
         x, y = next(batches)
-        loss = F.cross_entropy(model(x)["view"], y)
+        with autocast(device):
+            out = model(x.to(device, non_blocking=True))["view"]
+        loss = F.cross_entropy(out.float(), y.to(device))
         opt.zero_grad()
         loss.backward()
         opt.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return steps * batch / (time.perf_counter() - start)
 
 
-def data_path(site: Path, batch: int, steps: int) -> dict[str, float]:
-    """Clips/s of the three feeds of (a)."""
+def data_path(site: Path, batch: int, steps: int, device: torch.device,
+              size: str = "small") -> dict[str, float]:  # fmt: skip
+    """Clips/s of the three feeds of (a) on ``device`` for the ``size`` view model."""
     def loader() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for epoch in range(1000):
             with ClipDataset(LocalSite(site), "bench", "train") as ds:
@@ -104,13 +117,16 @@ def data_path(site: Path, batch: int, steps: int) -> dict[str, float]:
         while True:
             yield from floats
 
-    return {"loader": _steps(loader(), steps, batch),
-            "memory uint8": _steps(memory_uint8(), steps, batch),
-            "memory float": _steps(memory_float(), steps, batch)}
+    return {"loader": _steps(loader(), steps, batch, device, size),
+            "memory uint8": _steps(memory_uint8(), steps, batch, device, size),
+            "memory float": _steps(memory_float(), steps, batch, device, size)}
 
 
-def train_cmd(site: Path, run: Path, ranks: int, batch: int, epochs: int) -> dict[str, float]:
-    """Run ``echoscreen train view`` (1 process or torchrun with ``ranks``); clips/s."""
+def train_cmd(site: Path, run: Path, ranks: int, batch: int, epochs: int,
+              gpu: bool = False) -> dict[str, float]:  # fmt: skip
+    """Run ``echoscreen train view`` (1 process or torchrun with ``ranks``); clips/s.
+
+    ``gpu`` False hides the GPUs from the command (CPU, gloo)."""
     args = ["train", "view", "--data", str(site), "--dataset", "bench", "--run-dir", str(run),
             "--batch-size", str(batch), "--epochs", str(epochs), "--frames", str(FRAMES),
             "--size", str(SIZE), "--no-progress"]
@@ -121,6 +137,8 @@ def train_cmd(site: Path, run: Path, ranks: int, batch: int, epochs: int) -> dic
         cmd = [torchrun, "--nproc-per-node", str(ranks), "--standalone", "-m", "echoscreen", *args]
     threads = str(max(1, (os.cpu_count() or 1) // ranks))
     env = {**os.environ, "OMP_NUM_THREADS": threads}
+    if not gpu:
+        env["CUDA_VISIBLE_DEVICES"] = ""
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - start
@@ -137,16 +155,16 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--sizes", default="small,large", help="model sizes for (c) on a GPU")
     a = ap.parse_args()
     print(f"python {platform.python_version()}, torch {torch.__version__}, "
           f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         site = make_site(Path(tmp), a.studies)
         torch.set_num_threads(os.cpu_count() or 1)
-        rates = data_path(site, a.batch, a.steps)
+        rates = data_path(site, a.batch, a.steps, torch.device("cpu"))
         print(f"(a) view model, batch {a.batch}, {a.steps} steps, input 3x{FRAMES}x{SIZE}x{SIZE}")
-        for name, r in rates.items():
-            print(f"  {name:13s} {r:7.1f} clips/s  ({r / rates['memory float']:.2f}x memory float)")
+        _print_rates(rates)
         one = train_cmd(site, Path(tmp) / "r1", 1, 2 * a.batch, a.epochs)
         two = train_cmd(site, Path(tmp) / "r2", 2, a.batch, a.epochs)
         print(f"(b) echoscreen train view, global batch {2 * a.batch}, {a.epochs} epochs")
@@ -154,7 +172,26 @@ def main() -> None:
             print(f"  {name:11s} " + ", ".join(f"{k} {v:.1f}" for k, v in res.items()))
         print(f"  2 ranks / 1 process: {two['epochs clips/s'] / one['epochs clips/s']:.2f}x "
               f"(epochs), {two['wall clips/s'] / one['wall clips/s']:.2f}x (wall)")
+        if torch.cuda.is_available():
+            gpu_rows(site, Path(tmp), a)
         print(f"load after: {os.getloadavg()[0]:.1f}")
+
+
+def _print_rates(rates: dict[str, float]) -> None:
+    for name, r in rates.items():
+        print(f"  {name:13s} {r:7.1f} clips/s  ({r / rates['memory float']:.2f}x memory float)")
+
+
+def gpu_rows(site: Path, tmp: Path, a: argparse.Namespace) -> None:
+    """(c): the feeds of (a) on the GPU per model size, and one training process there."""
+    cuda = torch.device("cuda")
+    print(f"(c) GPU: {torch.cuda.get_device_name(cuda)}, bf16 autocast")
+    for size in a.sizes.split(","):
+        print(f"  view model {size}, batch {a.batch}, {a.steps} steps")
+        _print_rates(data_path(site, a.batch, a.steps, cuda, size))
+    res = train_cmd(site, tmp / "rg", 1, 2 * a.batch, a.epochs, gpu=True)
+    print("  echoscreen train view on the GPU, 1 process: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in res.items()))
 
 
 if __name__ == "__main__":
