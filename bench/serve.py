@@ -176,8 +176,8 @@ def inference_only(registry: Path, model: str, study: list[tuple[str, bytes]], c
         "naive": TorchBackend.from_package(package, naive_device(backend)),
         "service": BatchingBackend(make_backend(package, backend)),
     }
-    for name, backend in backends.items():
-        screener = Screener(package, backend)
+    for name, route in backends.items():
+        screener = Screener(package, route)
 
         def one(_: int, screener: Screener = screener) -> None:
             mine = [copy.copy(c) for c in clips]
