@@ -116,3 +116,18 @@ def test_cuda_backend_agrees_with_onnx(published: Published) -> None:
         assert on_gpu.p_screen == pytest.approx(on_cpu.p_screen, abs=2e-2)
         if abs(on_cpu.p_screen - on_cpu.threshold) > 2e-2:
             assert on_gpu.decision == on_cpu.decision
+
+
+def test_transforms_on_the_gpu_match_the_cpu() -> None:
+    """Training moves uint8 batches to the GPU and transforms them there: same inputs."""
+    from echoscreen.train.transforms import transform_batch
+
+    gen = torch.Generator().manual_seed(0)
+    clips = torch.randint(0, 256, (4, 3, 32, 64, 64), dtype=torch.uint8, generator=gen)
+    keys = ["a", "b", "c", "d"]
+    for train in (False, True):
+        kw = {"frames": 16, "size": 48, "seed": 1, "epoch": 2, "train": train}
+        cpu = transform_batch(clips, keys, **kw)  # type: ignore[arg-type]
+        gpu = transform_batch(clips.cuda(), keys, **kw)  # type: ignore[arg-type]
+        assert gpu.device.type == "cuda"
+        torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-5, rtol=1e-5)

@@ -73,7 +73,7 @@ Targets = dict[str, torch.Tensor]
 
 def inputs(batch: Any, cfg: TrainConfig, epoch: int, train: bool,
            device: torch.device) -> tuple[tuple[torch.Tensor, ...], Targets]:  # fmt: skip
-    """Model inputs and loss targets of a loader batch (transformed on the CPU, then moved).
+    """Model inputs and loss targets of a loader batch (moved as uint8, transformed there).
 
     Returns:
         ``(args, targets)``: ``args`` for ``model(*args)``; ``targets`` with ``target``
@@ -86,14 +86,15 @@ def inputs(batch: Any, cfg: TrainConfig, epoch: int, train: bool,
         views = [VIEWS.index(v) if v in VIEWS else -1 for v in meta["view"]]
         targets = {"target": torch.tensor(views, dtype=torch.long),
                    "doppler": torch.as_tensor(meta["doppler"], dtype=torch.long)}  # fmt: skip
+        x = x.to(device, non_blocking=True)  # uint8: a quarter of the bytes of the input
         args: tuple[torch.Tensor, ...] = (transform_batch(x, list(meta["clip"]), **kw),)
     else:
         clips, mask = batch["clips"], batch["mask"]
         b, n = mask.shape
         keys = [k for ids in batch["clip_ids"] for k in ids]
-        real = transform_batch(clips[mask], keys, **kw)
-        full = torch.zeros((b, n, *real.shape[1:]), dtype=real.dtype)
-        full[mask] = real
+        real = transform_batch(clips[mask].to(device, non_blocking=True), keys, **kw)
+        full = torch.zeros((b, n, *real.shape[1:]), dtype=real.dtype, device=device)
+        full[mask.to(device)] = real
         args = (full, mask, batch["views"])
         targets = {"target": batch["label_index"], "mask": mask}
     return (tuple(a.to(device, non_blocking=True) for a in args),

@@ -15,7 +15,6 @@ import hashlib
 import torch
 import torch.nn.functional as F
 
-from echoscreen.data.dataset import stack
 from echoscreen.models import to_input
 
 #: brightness shift (added) and contrast factor (multiplied) ranges of the jitter
@@ -59,6 +58,36 @@ def max_offset(total: int, frames: int) -> int:
     return total - ((frames - 1) * stride + 1)
 
 
+def windows(clips: torch.Tensor, frames: int, size: int,
+            offsets: list[int | None]) -> torch.Tensor:  # fmt: skip
+    """Model input of a batch of stored clips: each clip's temporal window, scaled and resized.
+
+    Batched (one gather, one resize), on whatever device ``clips`` is on: training moves
+    the uint8 batch to the GPU first and transforms it there.
+
+    Args:
+        clips: ``uint8 (B, 3, T, S, S)``.
+        frames: T' frames to keep per clip.
+        size: S' output side; bilinear (antialiased) resize when S' != S.
+        offsets: per clip, the window's first frame (``None``: the centred window).
+
+    Returns:
+        ``float32 (B, 3, T', S', S')`` in [0, 1].
+    """
+    if clips.dim() != 5 or clips.shape[1] != 3:
+        raise ValueError(f"expected (B, 3, T, S, S) clips, got shape {tuple(clips.shape)}")
+    total = clips.shape[2]
+    idx = torch.stack([frame_indices(total, frames, max_offset(total, frames) // 2 if o is None
+                                     else o) for o in offsets]).to(clips.device)  # fmt: skip
+    rows = torch.arange(len(offsets), device=clips.device)[:, None]
+    x = to_input(clips[rows, :, idx])  # (B, T', 3, S, S)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        flat = F.interpolate(x.flatten(0, 1), size=(size, size), mode="bilinear",
+                             align_corners=False, antialias=True)  # fmt: skip
+        x = flat.unflatten(0, x.shape[:2])
+    return x.transpose(1, 2).contiguous()
+
+
 def prepare(clip: torch.Tensor, frames: int, size: int, offset: int | None = None) -> torch.Tensor:
     """Deterministic model input of one stored clip (what evaluation and screening use).
 
@@ -73,14 +102,21 @@ def prepare(clip: torch.Tensor, frames: int, size: int, offset: int | None = Non
     """
     if clip.dim() != 4 or clip.shape[0] != 3:
         raise ValueError(f"expected a (3, T, S, S) clip, got shape {tuple(clip.shape)}")
-    total = clip.shape[1]
-    if offset is None:
-        offset = max_offset(total, frames) // 2
-    x = to_input(clip.index_select(1, frame_indices(total, frames, offset))[None])[0]
-    if x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(x.transpose(0, 1), size=(size, size), mode="bilinear",
-                          align_corners=False, antialias=True).transpose(0, 1)  # fmt: skip
-    return x.contiguous()
+    return windows(clip[None], frames, size, [offset])[0]
+
+
+def _augment(clips: torch.Tensor, frames: int, size: int,
+             gens: list[torch.Generator]) -> torch.Tensor:  # fmt: skip
+    """Random temporal offset and brightness/contrast jitter, one generator per clip."""
+    hi = max_offset(clips.shape[2], frames)
+    offsets: list[int | None] = [int(torch.randint(0, hi + 1, (1,), generator=g)) for g in gens]
+    u = torch.stack([torch.rand(2, generator=g) for g in gens]) * 2 - 1  # (B, 2), CPU
+    x = windows(clips, frames, size, offsets)
+    shape = (-1, 1, 1, 1, 1)
+    contrast = (1 + CONTRAST * u[:, 0]).to(x.device).view(shape)
+    brightness = (BRIGHTNESS * u[:, 1]).to(x.device).view(shape)
+    mean = x.mean(dim=(1, 2, 3, 4), keepdim=True)
+    return ((x - mean) * contrast + mean + brightness).clamp_(0.0, 1.0)
 
 
 def augment(clip: torch.Tensor, frames: int, size: int, gen: torch.Generator) -> torch.Tensor:
@@ -94,30 +130,23 @@ def augment(clip: torch.Tensor, frames: int, size: int, gen: torch.Generator) ->
     Returns:
         ``float32 (3, T', S', S')`` in [0, 1].
     """
-    hi = max_offset(clip.shape[1], frames)
-    offset = int(torch.randint(0, hi + 1, (1,), generator=gen))
-    x = prepare(clip, frames, size, offset)
-    u = torch.rand(2, generator=gen) * 2 - 1
-    contrast, brightness = 1 + CONTRAST * float(u[0]), BRIGHTNESS * float(u[1])
-    mean = x.mean()
-    return ((x - mean) * contrast + mean + brightness).clamp_(0.0, 1.0)
+    return _augment(clip[None], frames, size, [gen])[0]
 
 
 def transform_batch(clips: torch.Tensor, keys: list[str], *, frames: int, size: int,
                     seed: int, epoch: int, train: bool) -> torch.Tensor:  # fmt: skip
-    """Transform a batch of stored clips.
+    """Transform a batch of stored clips (on the device the batch is on).
 
     Args:
         clips: ``uint8 (B, 3, T, S, S)``.
         keys: one id per clip (seeds its augmentation).
         frames, size: model input T' and S'.
         seed, epoch: with the key, seed the augmentation.
-        train: augment (else :func:`prepare` only).
+        train: augment (else :func:`prepare` of each clip).
 
     Returns:
         ``float32 (B, 3, T', S', S')``.
     """
     if not train:
-        return stack([prepare(c, frames, size) for c in clips])
-    return stack([augment(c, frames, size, clip_generator(seed, epoch, k))
-                        for c, k in zip(clips, keys, strict=True)])  # fmt: skip
+        return windows(clips, frames, size, [None] * len(clips))
+    return _augment(clips, frames, size, [clip_generator(seed, epoch, k) for k in keys])
