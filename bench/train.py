@@ -9,6 +9,7 @@ stores them, model input 3 x 16 x 64 x 64 through the train transform):
       and ``transform_batch(train=True)``: what ``echoscreen train`` does;
     * ``memory uint8``: the stored clips already in memory, transformed per batch;
     * ``memory float``: model inputs already transformed in memory (the model alone).
+    Batches move to the model's device as uint8 and are transformed there, as in training.
 (b) **DDP**: ``echoscreen train view`` as 1 process (batch 2B, 2 torch threads) vs
     ``torchrun --nproc-per-node 2 --standalone`` (batch B per rank, 1 thread each): the
     same global batch; clips/s from the epochs' ``time_s`` in ``metrics.jsonl`` (training
@@ -98,8 +99,9 @@ def data_path(site: Path, batch: int, steps: int, device: torch.device,
         for epoch in range(1000):
             with ClipDataset(LocalSite(site), "bench", "train") as ds:
                 for x, meta in make_loader(ds, batch, shuffle=True, seed=epoch, drop_last=True):
-                    yield transform_batch(x, list(meta["clip"]), frames=FRAMES, size=SIZE,
-                                          seed=0, epoch=epoch, train=True), _labels(meta)
+                    keys = list(meta["clip"])
+                    yield transform_batch(x.to(device), keys, frames=FRAMES, size=SIZE, seed=0,
+                                          epoch=epoch, train=True), _labels(meta)
 
     with ClipDataset(LocalSite(site), "bench", "train") as ds:
         raw = [(x, list(meta["clip"]), _labels(meta))
@@ -108,10 +110,11 @@ def data_path(site: Path, batch: int, steps: int, device: torch.device,
     def memory_uint8() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for epoch in range(1000):
             for x, keys, y in raw:
-                yield transform_batch(x, keys, frames=FRAMES, size=SIZE, seed=0, epoch=epoch,
-                                      train=True), y
-    floats = [(transform_batch(x, k, frames=FRAMES, size=SIZE, seed=0, epoch=0, train=True), y)
-              for x, k, y in raw]
+                yield transform_batch(x.to(device), keys, frames=FRAMES, size=SIZE, seed=0,
+                                      epoch=epoch, train=True), y
+    floats = [(transform_batch(x.to(device), k, frames=FRAMES, size=SIZE, seed=0, epoch=0,
+                               train=True), y)
+              for x, k, y in raw]  # fmt: skip
 
     def memory_float() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         while True:
