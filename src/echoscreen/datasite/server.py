@@ -1,4 +1,4 @@
-"""Run the data server: uvicorn with mutual TLS, the peer-certificate protocol and the app.
+"""Run the data server: the threaded mTLS server (:mod:`.httpd`) around the app.
 
 :func:`serve` blocks (the CLI's ``datasite serve``); :func:`running` starts the
 server in a background thread of this process and yields its base URL (tests,
@@ -32,7 +32,7 @@ class ServerConfig:
         host: address to listen on.
         port: TCP port (0: pick a free one, see :func:`running`).
         limits: batch and rate bounds.
-        log_level: uvicorn's log level.
+        log_level: level of the ``echoscreen.datasite`` logger (``datasite serve``).
     """
 
     site: Path
@@ -43,16 +43,15 @@ class ServerConfig:
 
 
 def build(cfg: ServerConfig, site: Site, verifier: AttestationVerifier | None = None) -> Any:
-    """A configured (not yet started) ``uvicorn.Server`` for an open site.
+    """A configured (not yet started) :class:`~.httpd.ThreadedServer` for an open site.
 
     Raises:
         DatasiteError: the site has no PKI.
     """
-    import uvicorn
-
     from echoscreen.datasite.app import create_app
+    from echoscreen.datasite.httpd import ThreadedServer
     from echoscreen.datasite.pki import require_pki
-    from echoscreen.datasite.tls import PeerCertH11Protocol, server_context
+    from echoscreen.datasite.tls import server_context
 
     paths = require_pki(site.path)
     audit = AuditLog(site)
@@ -60,14 +59,9 @@ def build(cfg: ServerConfig, site: Site, verifier: AttestationVerifier | None = 
     def refused(reason: str) -> None:
         audit.append(Event("unauthenticated", "tls-handshake", False, detail=reason))
 
-    ctx = server_context(paths, refused)
     app = create_app(site, limits=cfg.limits, verifier=verifier, audit=audit)
-    config = uvicorn.Config(
-        app, host=cfg.host, port=cfg.port, http=PeerCertH11Protocol, lifespan="off",
-        ssl_context_factory=lambda _cfg, _default: ctx, log_level=cfg.log_level,
-        access_log=False, timeout_keep_alive=30, loop="auto",
-    )  # fmt: skip  # loop="auto": uvloop's TLS transport where installed (a dependency)
-    return uvicorn.Server(config)
+    return ThreadedServer(app, server_context(paths), cfg.host, cfg.port, on_refused=refused,
+                          keep_alive_s=30.0)  # fmt: skip
 
 
 def tune_allocator(keep_bytes: int = 256 << 20) -> bool:
@@ -99,10 +93,23 @@ def tune_allocator(keep_bytes: int = 256 << 20) -> bool:
 
 
 def serve(cfg: ServerConfig, verifier: AttestationVerifier | None = None) -> None:
-    """Serve until interrupted (SIGINT/SIGTERM); tunes this process's allocator first."""
+    """Serve until SIGINT/SIGTERM, then let requests in progress finish (audited) and stop.
+
+    Tunes this process's allocator first and logs connection failures to stderr.
+    """
+    import logging
+    import signal
+
     tune_allocator()
+    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     with Site.open(cfg.site) as site:
         server = build(cfg, site, verifier)
+
+        def stop(_signum: int, _frame: Any) -> None:
+            server.should_exit = True
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, stop)
         server.run()
 
 

@@ -90,20 +90,20 @@ def npy_array(buf: bytes | memoryview, shape: tuple[int, ...] | None = None) -> 
     return np.frombuffer(buf, dtype=np.uint8, count=n, offset=offset).reshape(got)
 
 
-def batch_parts(items: Iterable[tuple[str, bytes]]) -> list[bytes]:
+def batch_parts(items: Iterable[tuple[str, bytes | memoryview]]) -> list[bytes | memoryview]:
     """Frame ``(clip id, .npy bytes)`` pairs as the pieces of a batch body, not joined.
 
     Each clip gives two pieces: its length-prefixed header, and its ``.npy`` bytes
     (the same object, not copied). ``b"".join`` of them is :func:`encode_batch`.
     """
-    parts: list[bytes] = []
+    parts: list[bytes | memoryview] = []
     for cid, data in items:
         head = json.dumps({"id": cid, "nbytes": len(data)}, separators=(",", ":")).encode()
         parts += [_LEN.pack(len(head)) + head, data]
     return parts
 
 
-def encode_batch(items: Iterable[tuple[str, bytes]]) -> bytes:
+def encode_batch(items: Iterable[tuple[str, bytes | memoryview]]) -> bytes:
     """Frame ``(clip id, .npy bytes)`` pairs as one batch body."""
     return b"".join(batch_parts(items))
 

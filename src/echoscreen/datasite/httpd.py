@@ -1,0 +1,299 @@
+"""A thread-per-connection HTTP/1.1 server over blocking TLS sockets that runs an ASGI app.
+
+Why not uvicorn: the data server's bulk answers are clip tensors (tens of MB per
+request). Under asyncio every byte went through one event-loop thread: the TLS
+transport encrypted into a memory BIO, copied the records out into Python bytes and
+wrote those to the socket, 16 KB at a time. Here each connection has its own thread
+and a blocking ``ssl.SSLSocket``: a body part (a view of the decrypted clip, not a
+copy) goes to ``SSLSocket.sendall`` in one call, which encrypts and writes straight to
+the socket with the GIL released, so connections encrypt in parallel.
+
+The application is unchanged: each connection runs its requests as one coroutine on
+its own asyncio loop (``run_in_threadpool`` in the app still works), with the ASGI
+``scope`` uvicorn would build plus ``scope["extensions"]["tls"]``
+(:func:`~.tls.tls_extension`). HTTP parsing and framing are h11's, as under uvicorn.
+
+TLS: the context decides (TLS 1.3, client certificate required). A handshake refused
+by the TLS layer is reported to ``on_refused`` (the audit log), then the socket closes.
+Bounds: request head 16 KiB, ``max_connections`` concurrent connections (more are
+closed at once), ``handshake_timeout_s`` for the handshake and ``keep_alive_s`` for
+any read. ``should_exit`` stops accepting; requests in progress get ``grace_s`` to
+finish (their audit records are committed before their responses complete).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote
+
+import h11
+
+from echoscreen.datasite.tls import tls_extension
+
+log = logging.getLogger("echoscreen.datasite")
+_MAX_HEAD = 16 * 1024
+_RECV = 64 * 1024
+
+
+class ThreadedServer:
+    """Serve ``app`` over TLS on ``host:port``, one thread per connection.
+
+    Interface as ``uvicorn.Server``'s: :meth:`run` blocks; ``started`` turns true once
+    listening; setting ``should_exit`` stops it.
+
+    Args:
+        app: the ASGI application.
+        ctx: the server TLS context.
+        host: address to listen on.
+        port: TCP port.
+        on_refused: called with the reason of each handshake the TLS layer refuses.
+        keep_alive_s: socket timeout of every read once the handshake is done.
+        handshake_timeout_s: socket timeout during the handshake.
+        max_connections: connections served at once.
+        grace_s: how long requests in progress may take to finish at shutdown.
+    """
+
+    def __init__(self, app: Any, ctx: ssl.SSLContext, host: str, port: int, *,
+                 on_refused: Callable[[str], None] | None = None, keep_alive_s: float = 30.0,
+                 handshake_timeout_s: float = 10.0, max_connections: int = 64,
+                 grace_s: float = 10.0) -> None:  # fmt: skip
+        self.app, self.ctx, self.host, self.port = app, ctx, host, port
+        self.on_refused = on_refused
+        self.keep_alive_s, self.handshake_timeout_s = keep_alive_s, handshake_timeout_s
+        self.max_connections, self.grace_s = max_connections, grace_s
+        self.started = False
+        self.should_exit = False
+        self._lock = threading.Lock()
+        # accepted socket -> [busy with a request, the socket in use (TLS once wrapped)]
+        self._open: dict[socket.socket, list[Any]] = {}
+
+    def run(self) -> None:
+        """Listen and serve until ``should_exit``; then close connections and return."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        listener = socket.create_server((self.host, self.port), family=family, backlog=128)
+        listener.settimeout(0.2)
+        self.started = True
+        try:
+            while not self.should_exit:
+                try:
+                    raw, addr = listener.accept()
+                except (TimeoutError, InterruptedError):
+                    continue
+                with self._lock:
+                    full = len(self._open) >= self.max_connections
+                    if not full:
+                        self._open[raw] = [False, raw]
+                if full:
+                    raw.close()
+                    continue
+                threading.Thread(target=self._connection, args=(raw, addr), daemon=True,
+                                 name="datasite-conn").start()  # fmt: skip
+        finally:
+            listener.close()
+            self._drain()
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self.grace_s
+        while True:
+            with self._lock:
+                busy = [s for b, s in self._open.values() if b]
+                idle = [s for b, s in self._open.values() if not b]
+            for s in idle if busy and time.monotonic() < deadline else idle + busy:
+                # the fd only (SSLSocket.shutdown would drop its TLS state under the
+                # thread using it); wakes a thread blocked in recv
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(s, socket.SHUT_RDWR)
+            if not busy or time.monotonic() >= deadline:
+                return
+            time.sleep(0.02)
+
+    def _handshake(self, raw: socket.socket) -> ssl.SSLSocket | None:
+        raw.settimeout(self.handshake_timeout_s)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            tls = self.ctx.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+            self.mark(raw, False, tls)  # wrapping detached ``raw``: shut ``tls`` down at exit
+            tls.do_handshake()
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+            return None  # closed before TLS began (a port probe): nothing was refused
+        except ssl.SSLError as exc:
+            if self.on_refused is not None:
+                self.on_refused(f"TLS handshake refused: {exc.reason or exc}")
+            return None
+        except OSError:
+            return None
+        tls.settimeout(self.keep_alive_s)
+        return tls
+
+    def _connection(self, raw: socket.socket, addr: Any) -> None:
+        tls = None
+        try:
+            tls = self._handshake(raw)
+            if tls is not None:
+                loop = asyncio.new_event_loop()
+                try:
+                    loop.run_until_complete(_Connection(self, raw, tls, addr).serve())
+                finally:
+                    loop.close()
+        except Exception:  # a connection's failure must not reach the accept loop
+            log.exception("data server connection from %s failed", addr)
+        finally:
+            with self._lock:
+                self._open.pop(raw, None)
+            (tls or raw).close()
+
+    def mark(self, raw: socket.socket, busy: bool, sock: socket.socket | None = None) -> None:
+        """Note whether the connection accepted as ``raw`` is in the middle of a request."""
+        with self._lock:
+            if raw in self._open:
+                self._open[raw][0] = busy
+                if sock is not None:
+                    self._open[raw][1] = sock
+
+
+class _Connection:
+    """The requests of one TLS connection, in order (HTTP/1.1 keep-alive)."""
+
+    def __init__(self, server: ThreadedServer, raw: socket.socket, tls: ssl.SSLSocket,
+                 addr: Any) -> None:  # fmt: skip
+        self.server, self.raw, self.tls = server, raw, tls
+        self.client = (str(addr[0]), int(addr[1]))
+        self.tls_ext = tls_extension(tls)
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
+
+    def _event(self) -> Any:
+        """The next h11 event, reading from the socket as needed."""
+        while True:
+            event = self.h11.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            try:
+                data = self.tls.recv(_RECV)
+            except (TimeoutError, ssl.SSLError, OSError):
+                data = b""
+            self.h11.receive_data(data)
+
+    def _write(self, event: Any) -> None:
+        for piece in self.h11.send_with_data_passthrough(event) or ():
+            if len(piece):
+                self.tls.sendall(piece)
+
+    async def serve(self) -> None:
+        """Serve requests until the peer closes, a timeout, an error or shutdown."""
+        while not self.server.should_exit:
+            try:
+                event = self._event()
+            except h11.RemoteProtocolError as exc:
+                self._refuse(exc.error_status_hint, f"malformed request: {exc}")
+                return
+            if not isinstance(event, h11.Request):
+                return  # ConnectionClosed (or timeout) between requests
+            self.server.mark(self.raw, True)
+            try:
+                ok = await self._request(event)
+            finally:
+                self.server.mark(self.raw, False)
+            if not ok or self.h11.our_state is not h11.DONE:
+                return
+            if self.h11.their_state is not h11.DONE:
+                self._drain_body()
+            if self.h11.their_state is not h11.DONE:
+                return
+            self.h11.start_next_cycle()
+
+    def _drain_body(self) -> None:
+        """Read the rest of a request body the app did not read (bounded), or give up."""
+        read = 0
+        while read <= 1 << 20:
+            event = self._event()
+            if isinstance(event, h11.EndOfMessage):
+                return
+            if not isinstance(event, h11.Data):
+                return
+            read += len(event.data)
+
+    def _scope(self, req: h11.Request) -> dict[str, Any] | None:
+        raw_path, _, query = bytes(req.target).partition(b"?")
+        try:
+            path = unquote(raw_path.decode("ascii"))
+        except UnicodeDecodeError:
+            return None
+        return {
+            "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": req.http_version.decode("ascii"), "scheme": "https",
+            "method": req.method.decode("ascii"), "root_path": "", "path": path,
+            "raw_path": raw_path, "query_string": query,
+            "headers": [(k.lower(), v) for k, v in req.headers],
+            "server": (self.server.host, self.server.port), "client": self.client,
+            "extensions": {"tls": self.tls_ext}, "state": {},
+        }  # fmt: skip
+
+    async def _request(self, req: h11.Request) -> bool:
+        """Run the app for one request; whether the connection may carry another."""
+        scope = self._scope(req)
+        if scope is None:
+            self._refuse(400, "request target is not ASCII")
+            return False
+        state = {"started": False, "body_done": False}
+        complete = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            if state["body_done"]:
+                await complete.wait()
+                return {"type": "http.disconnect"}
+            if self.h11.client_is_waiting_for_100_continue:
+                self._write(h11.InformationalResponse(status_code=100, headers=[]))
+            event = self._event()
+            if isinstance(event, h11.Data):
+                return {"type": "http.request", "body": bytes(event.data), "more_body": True}
+            state["body_done"] = True
+            if isinstance(event, h11.EndOfMessage):
+                return {"type": "http.request", "body": b"", "more_body": False}
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                state["started"] = True
+                self._write(h11.Response(status_code=int(message["status"]),
+                                         headers=list(message.get("headers", []))))  # fmt: skip
+            elif message["type"] == "http.response.body":
+                body = message.get("body", b"")
+                if len(body):
+                    self._write(h11.Data(data=body))
+                if not message.get("more_body", False):
+                    self._write(h11.EndOfMessage())
+                    complete.set()
+
+        try:
+            await self.server.app(scope, receive, send)
+        except (OSError, h11.LocalProtocolError):
+            return False  # the peer went away mid-answer, or the app broke the framing
+        except Exception:
+            log.exception("data server app failed on %s %s", scope["method"], scope["path"])
+            if not state["started"]:
+                self._refuse(500, "internal error")
+            return False
+        return complete.is_set()
+
+    def _refuse(self, status: int, reason: str) -> None:
+        """Answer with a JSON error and close (only while no answer has begun)."""
+        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        body = json.dumps({"detail": reason}).encode()
+        try:
+            self._write(h11.Response(status_code=status, headers=[
+                (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
+                (b"connection", b"close")]))  # fmt: skip
+            self._write(h11.Data(data=body))
+            self._write(h11.EndOfMessage())
+        except (OSError, h11.LocalProtocolError):
+            pass
