@@ -10,8 +10,9 @@ Typical use (the ingest pipeline)::
     clean_ds, clean_frames = deidentify_instance(ds, frames, deid)   # DeidError -> quarantine
 """
 
-from echoscreen.deid.instance import burned_in_flag, deidentify_instance
-from echoscreen.deid.pixels import clean_pixels, region_mask, regions_of
+from echoscreen.deid.clip import model_clip
+from echoscreen.deid.instance import burned_in_flag, clean_instance_pixels, deidentify_instance
+from echoscreen.deid.pixels import clean_pixels, clean_scaled, region_mask, regions_of
 from echoscreen.deid.policy import DeidPolicy
 from echoscreen.deid.profile import Deidentifier, DeidResult
 from echoscreen.deid.table import EDITION, Rule, effective_action, load_table
@@ -25,10 +26,13 @@ __all__ = [
     "Deidentifier",
     "Rule",
     "burned_in_flag",
+    "clean_instance_pixels",
     "clean_pixels",
+    "clean_scaled",
     "deidentify_instance",
     "effective_action",
     "load_table",
+    "model_clip",
     "region_mask",
     "regions_of",
 ]

@@ -6,7 +6,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import RLELossless
 
-from echoscreen.deid.pixels import clean_pixels, regions_of
+from echoscreen.deid.pixels import clean_scaled, regions_of
+from echoscreen.deid.policy import DeidPolicy
 from echoscreen.deid.profile import Deidentifier
 from echoscreen.deid.tags import method_codes, method_text
 from echoscreen.errors import DeidError
@@ -72,6 +73,49 @@ def _write_pixels(out: Dataset, frames: np.ndarray, multi_frame: bool) -> None:
     out.compress(RLELossless, np.ascontiguousarray(arr), generate_instance_uid=False)
 
 
+def clean_instance_pixels(
+    ds: Dataset, frames: np.ndarray, policy: DeidPolicy, *, scale: int = 1, inplace: bool = False
+) -> np.ndarray:
+    """Clean Pixel Data for one instance's decoded frames (the pixel half of the profile).
+
+    Args:
+        ds: the original instance (its regions and BurnedInAnnotation are read).
+        frames: its pixels ``(T, H, W, C)`` uint8, decoded at full size or, with ``scale``
+            > 1, at 1/scale (``ceil(Rows / scale) x ceil(Columns / scale)``).
+        policy: the site's profile options.
+        scale: the decode's DCT scaling (``Cine.scale``).
+        inplace: clean ``frames`` in place and return them (callers owning fresh frames).
+
+    Returns:
+        The cleaned frames ``(T, H, W, C)`` uint8: zero outside the ultrasound regions
+        (decoded pixels not wholly inside them, when scaled).
+
+    Raises:
+        DeidError: as :func:`deidentify_instance`.
+    """
+    frames = _as_thwc(frames)
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    expected = (-(-rows // scale), -(-cols // scale))
+    if frames.shape[1:3] != expected:
+        raise DeidError(
+            f"frames are {frames.shape[1]}x{frames.shape[2]} but the header says {rows}x{cols} "
+            f"(at 1/{scale}: {expected[0]}x{expected[1]}); pass the frames decoded from this "
+            "very instance"
+        )
+    burned_in = burned_in_flag(ds)
+    if policy.clean_pixel_data:
+        return clean_scaled(
+            frames, regions_of(ds), burned_in=burned_in, file_size=(rows, cols), scale=scale,
+            inplace=inplace,
+        )  # fmt: skip
+    if burned_in:
+        raise DeidError(
+            "Clean Pixel Data is off but the clip may have burned-in annotation; turn "
+            "DeidPolicy.clean_pixel_data on or quarantine the clip"
+        )
+    return frames if inplace else frames.copy()
+
+
 def deidentify_instance(
     ds: Dataset,
     frames: np.ndarray,
@@ -108,23 +152,7 @@ def deidentify_instance(
             regions; frames that do not match the header; Clean Pixel Data turned off for a
             clip that may have burned-in annotation). The caller quarantines the clip.
     """
-    frames = _as_thwc(frames)
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    if frames.shape[1:3] != (rows, cols):
-        raise DeidError(
-            f"frames are {frames.shape[1]}x{frames.shape[2]} but the header says {rows}x{cols}; "
-            "pass the frames decoded from this very instance"
-        )
-    burned_in = burned_in_flag(ds)
-    if deid.policy.clean_pixel_data:
-        cleaned = clean_pixels(frames, regions_of(ds), burned_in=burned_in, inplace=inplace)
-    elif burned_in:
-        raise DeidError(
-            "Clean Pixel Data is off but the clip may have burned-in annotation; turn "
-            "DeidPolicy.clean_pixel_data on or quarantine the clip"
-        )
-    else:
-        cleaned = frames if inplace else frames.copy()
+    cleaned = clean_instance_pixels(ds, frames, deid.policy, inplace=inplace)
     result = deid.deidentify(ds)
     out = result.dataset
     if encode:

@@ -153,10 +153,15 @@ class _Walk:
 
     def dataset(self, ds: Dataset) -> None:
         for tag in list(ds.keys()):
-            elem = ds[tag]
             rule = self.deid.table.get(int(tag))
-            action = effective_action(rule, self.policy) if rule else self._default(elem)
-            self.apply(ds, elem, action, rule)
+            action = effective_action(rule, self.policy) if rule else ""
+            if action == "X" or (action == "K" and _plain_vr(ds.get_item(tag))):
+                self.actions["removed" if action == "X" else "kept"] += 1
+                if action == "X":  # listed X or K needs no value: not decoded
+                    del ds[tag]
+                continue
+            elem = ds[tag]
+            self.apply(ds, elem, action or self._default(elem), rule)
 
     def _default(self, elem: DataElement) -> str:
         return _default_action(elem, self.policy)
@@ -223,6 +228,11 @@ class _Walk:
             return
         elem.value = shifted if len(shifted) > 1 else shifted[0]
         self.actions["shifted"] += 1
+
+
+def _plain_vr(elem: Any) -> bool:
+    """The element's VR is stated and is not SQ: keeping it needs no look at its value."""
+    return getattr(elem, "VR", None) not in (None, "SQ")
 
 
 def _default_action(elem: DataElement, policy: DeidPolicy) -> str:

@@ -10,6 +10,7 @@ from echoscreen.dicom.inspect import InspectRow, inspect_file, iter_files
 from echoscreen.dicom.preprocess import (
     ClipTensor,
     PreprocessSpec,
+    decode_scale,
     detect_sector,
     imaging_box,
     load_clip,
@@ -26,6 +27,7 @@ __all__ = [
     "InspectRow",
     "PreprocessSpec",
     "UltrasoundRegion",
+    "decode_scale",
     "detect_sector",
     "frame_rate",
     "imaging_box",

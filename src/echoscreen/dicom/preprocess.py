@@ -7,15 +7,17 @@ Colour is kept: a regurgitant jet is only visible in the colour-Doppler overlay.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.uid import JPEGBaseline8Bit
 
 from echoscreen.dicom.header import Source, check_image, frame_rate, load_dataset
 from echoscreen.dicom.read import Cine, read_cine
-from echoscreen.dicom.regions import union_box, usable_2d
+from echoscreen.dicom.regions import parse_regions, union_box, usable_2d
 from echoscreen.errors import PreprocessError
 
 #: frame rate assumed when a file states none (typical of paediatric echo cine)
@@ -84,10 +86,15 @@ def imaging_box(cine: Cine) -> tuple[int, int, int, int]:
     """Where the ultrasound image is: ``(x0, y0, x1, y1)`` in pixels, bounds inclusive.
 
     The union of the 2D regions of the Sequence of Ultrasound Regions when the file has
-    usable ones (inside the image), else the sector detected from the pixels.
+    usable ones (inside the image), else the sector detected from the pixels. The box is
+    in the file's pixel coordinates, also for frames decoded at 1/``cine.scale``.
     """
-    box = union_box(usable_2d(cine.regions, cine.height, cine.width))
-    return box if box is not None else detect_sector(cine.frames)
+    box = union_box(usable_2d(cine.regions, *cine.file_size))
+    if box is not None:
+        return box
+    x0, y0, x1, y1 = detect_sector(cine.frames)
+    s, (rows, cols) = cine.scale, cine.file_size
+    return (x0 * s, y0 * s, min(x1 * s + s - 1, cols - 1), min(y1 * s + s - 1, rows - 1))
 
 
 def detect_sector(frames: np.ndarray) -> tuple[int, int, int, int]:
@@ -165,9 +172,9 @@ def preprocess(cine: Cine, spec: PreprocessSpec = PreprocessSpec()) -> ClipTenso
     ox, oy = (size - nw) // 2, (size - nh) // 2
     channels = cine.frames.shape[3]
     canvas = np.zeros((len(uniq), size, size, channels), np.uint8)
+    resample = _resampler(cine.scale, (x0, y0, x1, y1), (nw, nh))
     for k, f in enumerate(uniq):
-        crop = cine.frames[row_of[int(f)], y0 : y1 + 1, x0 : x1 + 1]
-        small = cv2.resize(crop, (nw, nh), interpolation=cv2.INTER_AREA)
+        small = resample(cine.frames[row_of[int(f)]])
         canvas[k, oy : oy + nh, ox : ox + nw] = small.reshape(nh, nw, channels)
     if channels == 1:
         canvas = np.repeat(canvas, 3, axis=3)
@@ -180,7 +187,36 @@ def preprocess(cine: Cine, spec: PreprocessSpec = PreprocessSpec()) -> ClipTenso
     )
 
 
+def _resampler(
+    scale: int, box: tuple[int, int, int, int], out: tuple[int, int]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Frame ``(H', W', C)`` -> the box resized to ``out`` = (nw, nh); box in file pixels.
+
+    At scale 1: crop and ``cv2.INTER_AREA``. At 1/s (DCT-scaled decode): the same output
+    grid mapped exactly into the decoded frame (``warpAffine``, bilinear; what remains to
+    shrink is less than 2x), read from the decoded pixels wholly inside the box, with the
+    edge replicated, so the cleaning's zeroed border pixels do not darken the edge.
+    """
+    (x0, y0, x1, y1), (nw, nh), s = box, out, scale
+    if s == 1:
+        return lambda frame: cv2.resize(
+            frame[y0 : y1 + 1, x0 : x1 + 1], (nw, nh), interpolation=cv2.INTER_AREA
+        )
+    ix0, iy0 = -(-x0 // s), -(-y0 // s)
+    ix1, iy1 = max(ix0, (x1 + 1) // s - 1), max(iy0, (y1 + 1) // s - 1)
+    w, h = x1 - x0 + 1, y1 - y0 + 1
+    # output pixel centre u -> file x0 + (u + 0.5) w / nw -> decoded (that / s) - 0.5
+    m = np.array([[w / (nw * s), 0.0, (x0 + 0.5 * w / nw) / s - 0.5 - ix0],
+                  [0.0, h / (nh * s), (y0 + 0.5 * h / nh) / s - 0.5 - iy0]])  # fmt: skip
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    return lambda frame: cv2.warpAffine(
+        frame[iy0 : iy1 + 1, ix0 : ix1 + 1], m, (nw, nh), flags=flags,
+        borderMode=cv2.BORDER_REPLICATE,
+    )  # fmt: skip
+
+
 def _output_spacing(cine: Cine, side: int, size: int) -> float | None:
+    """mm per output pixel; ``side`` in the file's pixels."""
     spacing = cine.pixel_spacing_mm
     if spacing is None:
         return None
@@ -190,27 +226,54 @@ def _output_spacing(cine: Cine, side: int, size: int) -> float | None:
     return dx * side / size
 
 
-def load_clip(source: Source, spec: PreprocessSpec = PreprocessSpec()) -> ClipTensor:
+def load_clip(
+    source: Source, spec: PreprocessSpec = PreprocessSpec(), *, scaled: bool = False
+) -> ClipTensor:
     """Read a file and preprocess it, decoding only the frames the output uses.
 
-    Equivalent to ``preprocess(read_cine(source), spec)`` but faster on long cines.
+    Equivalent to ``preprocess(read_cine(source), spec)`` but faster on long cines; with
+    ``scaled``, decoded at reduced size as :func:`read_needed` does for model clips.
+    (No pixel cleaning: model clips come from :func:`echoscreen.deid.model_clip`.)
 
     Raises:
         NotDicomError, DicomDecodeError: as :func:`read_cine`.
         PreprocessError: as :func:`preprocess`.
     """
-    return preprocess(read_needed(load_dataset(source), spec), spec)
+    return preprocess(read_needed(load_dataset(source), spec, scaled=scaled), spec)
 
 
-def read_needed(ds: Dataset, spec: PreprocessSpec = PreprocessSpec()) -> Cine:
+def decode_scale(ds: Dataset, spec: PreprocessSpec) -> int:
+    """The DCT scaling (1, 2, 4 or 8) at which ``ds`` can be decoded for ``spec``.
+
+    The largest factor that leaves the imaging box (the union of the usable 2D ultrasound
+    regions) at least ``spec.size`` pixels on its longer side, so the final resize still
+    shrinks. 1 when the file has no usable regions (the box then comes from the pixels)
+    or is not JPEG baseline (:func:`read_cine` decodes other encodings at full size).
+    """
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    box = union_box(usable_2d(parse_regions(ds), rows, cols))
+    if box is None or str(ds.file_meta.get("TransferSyntaxUID", "")) != JPEGBaseline8Bit:
+        return 1
+    side = max(box[2] - box[0], box[3] - box[1]) + 1
+    return next((s for s in (8, 4, 2) if side // s >= spec.size), 1)
+
+
+def read_needed(
+    ds: Dataset, spec: PreprocessSpec = PreprocessSpec(), *, scaled: bool = True
+) -> Cine:
     """Decode only the frames of ``ds`` that :func:`preprocess` with ``spec`` uses.
 
-    The returned cine holds those frames (``(T', H, W, C)``, T' <= the file's frames)
-    and preprocesses to the same clip as the whole cine would.
+    The returned cine holds those frames (``(T', H', W', C)``, T' <= the file's frames).
+    With ``scaled`` (the default, and the one reader that ingest, offline screening and
+    the service use for model clips), JPEG-baseline frames are decoded at 1/``s`` of their
+    size (:func:`decode_scale`), which is several times cheaper; the clip then differs
+    slightly from a full-size decode (see docs/dicom.md). ``scaled=False`` decodes at full
+    size and preprocesses to exactly the clip of the whole cine.
 
     Raises:
         NotDicomError, DicomDecodeError: as :func:`read_cine`.
     """
     n = check_image(ds, max_frames=10_000, max_pixels=2_000_000_000)[3]
     wanted = sample_indices(n, frame_rate(ds), spec)
-    return read_cine(ds, frame_indices=np.unique(wanted).tolist())
+    scale = decode_scale(ds, spec) if scaled else 1
+    return read_cine(ds, frame_indices=np.unique(wanted).tolist(), scale=scale)

@@ -49,6 +49,9 @@ class Cine:
         frame_index: (T,) int, the file's frame number of each row of ``frames``
             (``arange(T)`` unless ``read_cine`` was asked for some frames only).
         total_frames: number of frames in the file (>= T).
+        scale: the frames are the file's pixels decoded at 1/scale (libjpeg's DCT scaling,
+            ``read_cine(scale=...)``): ``ceil(Rows / scale) x ceil(Columns / scale)``.
+            ``regions`` stay in the file's pixel coordinates.
     """
 
     frames: np.ndarray
@@ -63,6 +66,7 @@ class Cine:
     header: Dataset
     frame_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     total_frames: int = 0
+    scale: int = 1
 
     def __post_init__(self) -> None:
         if self.frame_index.size == 0 and self.frames.shape[0] > 0:
@@ -85,13 +89,20 @@ class Cine:
         return int(self.frames.shape[2])
 
     @property
+    def file_size(self) -> tuple[int, int]:
+        """``(Rows, Columns)`` of the file's frames (larger than the frames when scale > 1)."""
+        rows = int(self.header.get("Rows", 0) or 0) or self.height * self.scale
+        cols = int(self.header.get("Columns", 0) or 0) or self.width * self.scale
+        return rows, cols
+
+    @property
     def pixel_spacing_mm(self) -> tuple[float, float] | None:
         """(dy, dx) in mm of one pixel of the main 2D tissue region, or None if unknown.
 
         None also when the region's bounds do not fit the image (the image was resized after
         the scanner wrote them, so the stored spacing no longer holds).
         """
-        region = main_region(self.regions, self.height, self.width)
+        region = main_region(self.regions, *self.file_size)
         if region is None or region.delta_x_mm is None or region.delta_y_mm is None:
             return None
         return (region.delta_y_mm, region.delta_x_mm)
@@ -104,6 +115,7 @@ def read_cine(
     max_pixels: int = 2_000_000_000,
     frame_indices: Sequence[int] | None = None,
     threads: int = 1,
+    scale: int = 1,
 ) -> Cine:
     """Read and decode a DICOM cine loop or image.
 
@@ -115,6 +127,9 @@ def read_cine(
             None decodes all. ``Cine.frame_index`` records them.
         threads: JPEG-baseline frames decoded in parallel by this many threads (libjpeg
             releases the GIL). 1 by default: data loaders already run one clip per worker.
+        scale: 1, 2, 4 or 8: decode JPEG-baseline frames at 1/scale of their size with
+            libjpeg's DCT scaling (much less IDCT, colour conversion and memory). Other
+            encodings ignore it and are decoded at full size; ``Cine.scale`` says which.
 
     Returns:
         The :class:`Cine`, frames (T, H, W, C) uint8.
@@ -129,9 +144,11 @@ def read_cine(
     indices = _indices(frame_indices, n)
     ts = UID(str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")))
     pi = str(ds.get("PhotometricInterpretation", "")).strip().upper()
-    frames = _fast_jpeg(ds, ts, pi, indices, n, (rows, cols, spp), threads)
+    if scale not in (1, 2, 4, 8):
+        raise DicomDecodeError(f"scale must be 1, 2, 4 or 8 (libjpeg's DCT scaling), not {scale}")
+    frames = _fast_jpeg(ds, ts, pi, indices, n, (rows, cols, spp), (threads, scale))
     if frames is None:
-        frames = _generic(ds, pi, indices, n, (rows, cols, spp))
+        frames, scale = _generic(ds, pi, indices, n, (rows, cols, spp)), 1
     return Cine(
         frames=frames,
         fps=frame_rate(ds),
@@ -145,6 +162,7 @@ def read_cine(
         header=_without_pixels(ds),
         frame_index=np.asarray(indices, dtype=np.int64),
         total_frames=n,
+        scale=scale,
     )
 
 
@@ -172,9 +190,12 @@ def _fast_jpeg(
     indices: list[int],
     n: int,
     shape: tuple[int, int, int],
-    threads: int = 1,
+    how: tuple[int, int] = (1, 1),
 ) -> np.ndarray | None:
-    """Decode JPEG-baseline frames with libjpeg via OpenCV; None when this route does not apply."""
+    """Decode JPEG-baseline frames with libjpeg via OpenCV; None when this route does not apply.
+
+    ``how`` = (threads, scale); the frames come out at 1/scale of their size.
+    """
     if ts != JPEGBaseline8Bit or int(ds.get("BitsAllocated", 8)) != 8:
         return None
     import cv2
@@ -195,10 +216,15 @@ def _fast_jpeg(
         return None
     if spp == 3 and info.libjpeg_transforms() != info.is_ybr(pi):
         return None  # libjpeg would (not) transform against the header's meaning
+    threads, scale = how
     rgb_flag = getattr(cv2, "IMREAD_COLOR_RGB", None)
     flag = (cv2.IMREAD_GRAYSCALE if spp == 1 else rgb_flag or cv2.IMREAD_COLOR) | getattr(
         cv2, "IMREAD_IGNORE_ORIENTATION", 128
     )
+    if scale > 1:  # IMREAD_REDUCED_GRAYSCALE_s is the DCT-scaling bit; colour bits stay
+        flag |= {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+                 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}[scale]  # fmt: skip
+        shape = (-(-shape[0] // scale), -(-shape[1] // scale), spp)
     return _imdecode_frames(encoded, indices, shape, (flag, rgb_flag is None), threads)
 
 
@@ -290,4 +316,3 @@ def _decode_hint(ds: Dataset, exc: Exception) -> str:
         f"pixel data ({name}) cannot be decoded: {detail}; the file may be truncated or "
         "corrupt, or its encoding unsupported (transcode it, e.g. with dcmtk's dcmdjpeg)"
     )
-

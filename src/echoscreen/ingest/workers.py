@@ -18,7 +18,6 @@ decoded or cleaned comes back as its fixed quarantine reason (a ``str``); only
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import hmac
@@ -108,13 +107,13 @@ def prepare(
         Exception: anything reading, decoding or cleaning raises (the caller quarantines).
         StoreError: an object cannot be written.
     """
-    from echoscreen.deid import deidentify_instance
-    from echoscreen.dicom import load_dataset, preprocess, read_cine
+    from echoscreen.deid import deidentify_instance, model_clip
+    from echoscreen.dicom import load_dataset, read_cine
 
     ds = load_dataset(inst.data)
-    cine = read_cine(ds)
+    cine = read_cine(ds)  # every frame at full size, for the stored de-identified object
     clean, frames = deidentify_instance(ds, cine.frames, deid)
-    tensor = preprocess(dataclasses.replace(cine, frames=frames), spec)
+    tensor = model_clip(ds, spec, deid.policy)  # the reader screening uses: no skew
     buf = io.BytesIO()
     clean.save_as(buf, enforce_file_format=True)
     dicom_oid = objects.put(buf.getvalue())

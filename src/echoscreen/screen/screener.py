@@ -136,16 +136,14 @@ def read_file(data: bytes, spec: PreprocessSpec,
         pseudonymous StudyInstanceUID, or ``(None, "", reason)`` when the file is unusable
         (the reason names no header value).
     """
-    from echoscreen.deid import Deidentifier, deidentify_instance
-    from echoscreen.dicom import load_dataset, preprocess, read_needed
+    from echoscreen.deid import Deidentifier, model_clip
+    from echoscreen.dicom import load_dataset
 
     try:
         ds = load_dataset(data)
-        cine = read_needed(ds, spec)  # only the frames the clip uses are decoded and cleaned
-        clean, frames = deidentify_instance(
-            ds, cine.frames, Deidentifier(key), encode=False, inplace=True
-        )
-        tensor = preprocess(dataclasses.replace(cine, frames=frames), spec)
+        deid = Deidentifier(key)
+        tensor = model_clip(ds, spec, deid.policy)  # the clip's frames only, cleaned
+        clean = deid.deidentify(ds).dataset  # the header profile; only the study UID leaves
     except Exception as exc:  # one bad file must not stop the study
         return None, "", _why(exc)
     return tensor.pixels, str(clean.get("StudyInstanceUID", "")), None

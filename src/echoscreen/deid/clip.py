@@ -1,0 +1,41 @@
+"""The model's view of one instance: the one reader for every model clip.
+
+Ingest (the stored training tensors), offline ``echoscreen screen`` and the service all
+make their clips here, so what a model is trained on and what it screens come from the
+same decode, the same Clean Pixel Data and the same preprocessing (no train/serve skew).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from pydicom.dataset import Dataset
+
+from echoscreen.deid.instance import clean_instance_pixels
+from echoscreen.deid.policy import DeidPolicy
+from echoscreen.dicom.preprocess import ClipTensor, PreprocessSpec, preprocess, read_needed
+
+
+def model_clip(ds: Dataset, spec: PreprocessSpec, policy: DeidPolicy = DeidPolicy()) -> ClipTensor:
+    """Decode the frames a clip needs, clean their pixels and preprocess them.
+
+    JPEG-baseline frames are decoded at reduced size where the imaging box allows
+    (:func:`echoscreen.dicom.read_needed`, libjpeg's DCT scaling); the cleaning then
+    zeroes every decoded pixel not wholly inside the ultrasound regions, so the clip holds
+    nothing from outside them, as with a full-size decode.
+
+    Args:
+        ds: the original instance (not modified; its pixel data is read).
+        spec: the stored-clip spec.
+        policy: the site's profile options (Clean Pixel Data).
+
+    Returns:
+        The :class:`ClipTensor`, pixels ``uint8 (3, spec.frames, spec.size, spec.size)``.
+
+    Raises:
+        NotDicomError, DicomDecodeError, PreprocessError: the file cannot be read.
+        DeidError: its pixels cannot be cleaned (the caller quarantines it).
+    """
+    cine = read_needed(ds, spec)
+    frames = clean_instance_pixels(ds, cine.frames, policy, scale=cine.scale, inplace=True)
+    return preprocess(dataclasses.replace(cine, frames=frames), spec)
