@@ -8,6 +8,10 @@ Routes, timed on the same files in one run (best of ``--repeat``; file read incl
   for JPEG baseline), only the frames the clip uses cropped and resized.
 * ``2 thr``: the same with ``read_cine(path, threads=2)``.
 * ``load_clip``: ``load_clip(path)``: decodes only the frames the clip uses (1 thread).
+* ``scaled``: ``load_clip(path, scaled=True)``: the model clips' reader (ingest, screen,
+  service): the same frames, JPEG baseline decoded at 1/2, 1/4 or 1/8 size by libjpeg's
+  DCT scaling (``decode_scale``); ``diff`` is its mean absolute difference from the
+  full-size ``load_clip`` clip, in grey levels.
 
 Throughput is source frames per second (frames in the file / time to get the clip).
 Files: ``color3d_jpeg_baseline.dcm`` (120 x 640 x 480 JPEG baseline),
@@ -63,6 +67,11 @@ def ours_partial(path: Path) -> np.ndarray:
     return load_clip(path, SPEC).pixels
 
 
+def ours_scaled(path: Path) -> np.ndarray:
+    """load_clip(scaled=True): the needed frames, DCT-scaled where the region box allows."""
+    return load_clip(path, SPEC, scaled=True).pixels
+
+
 def best_time(fn: Callable[[Path], np.ndarray], path: Path, repeat: int) -> float:
     """Best wall time of ``repeat`` calls, in seconds."""
     times = []
@@ -112,7 +121,8 @@ def main() -> None:
               f"opencv {cv2.__version__}; spec {SPEC}; best of {args.repeat}")
         header = (f"| {'file':<28} | {'frames':>6} | {'size':>9} | {'plain f/s':>9} | "
                   f"{'read+pre f/s':>12} | {'ratio':>6} | {'2 thr f/s':>9} | {'ratio':>6} | "
-                  f"{'load_clip f/s':>13} | {'ratio':>6} |")
+                  f"{'load_clip f/s':>13} | {'ratio':>6} | {'scaled f/s':>10} | {'ratio':>6} | "
+                  f"{'diff':>6} |")
         print(header)
         print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
         for name, path, note in files:
@@ -121,15 +131,18 @@ def main() -> None:
                 continue
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             n = int(ds.get("NumberOfFrames", 1) or 1)
-            for fn in (plain_route, ours, ours_threads, ours_partial):  # warm-up
+            for fn in (plain_route, ours, ours_threads, ours_partial, ours_scaled):  # warm-up
                 fn(path)
             t_plain = best_time(plain_route, path, args.repeat)
             t_ours = best_time(ours, path, args.repeat)
             t_thr = best_time(ours_threads, path, args.repeat)
             t_part = best_time(ours_partial, path, args.repeat)
+            t_sc = best_time(ours_scaled, path, args.repeat)
+            diff = np.abs(ours_scaled(path).astype(np.int16) - ours_partial(path)).mean()
             print(f"| {name:<28} | {n:>6} | {ds.Columns:>4}x{ds.Rows:<4} | {n / t_plain:>9.0f} | "
                   f"{n / t_ours:>12.0f} | {t_plain / t_ours:>5.1f}x | {n / t_thr:>9.0f} | "
-                  f"{t_plain / t_thr:>5.1f}x | {n / t_part:>13.0f} | {t_plain / t_part:>5.1f}x |")
+                  f"{t_plain / t_thr:>5.1f}x | {n / t_part:>13.0f} | {t_plain / t_part:>5.1f}x | "
+                  f"{n / t_sc:>10.0f} | {t_plain / t_sc:>5.1f}x | {diff:>6.2f} |")
 
 
 if __name__ == "__main__":

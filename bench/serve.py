@@ -14,7 +14,8 @@ concurrent clients to ``POST /v1/screen`` (synchronous: the answer is the result
   the request thread, one model call per request, no batching, no pool.
 
 Printed per route: throughput (studies/s) over ``--requests`` requests, p50/p95
-latency, and the latency of one 10-clip study posted alone (median of 5). Target:
+latency, the latency of one 10-clip study posted alone (median of 5), and the median
+cost per file of ``read_file``, the reading both routes share. Target:
 service throughput >= 3x the naive one with 16 clients on 2 cores.
 
 Without ``--registry``/``--model`` a package is built first at the demo's model sizes
@@ -192,6 +193,26 @@ def inference_only(registry: Path, model: str, study: list[tuple[str, bytes]], c
     return out
 
 
+def read_cost(registry: Path, model: str, studies: list[list[tuple[str, bytes]]]) -> float:
+    """Median seconds per file of ``read_file``, in this process.
+
+    Decoding, de-identification and preprocessing: what both routes do per file before
+    any inference.
+    """
+    from echoscreen.registry import load_package
+    from echoscreen.screen.screener import read_file
+
+    spec, key = load_package(registry, model).spec, os.urandom(32)
+    files = [data for study in studies for _, data in study]
+    read_file(files[0], spec, key)
+    times = []
+    for data in files:
+        start = time.perf_counter()
+        read_file(data, spec, key)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def _pct(xs: list[float], q: float) -> float:
     return statistics.quantiles(xs, n=100, method="inclusive")[int(q) - 1]
 
@@ -239,6 +260,7 @@ def main() -> None:
         registry, model = (a.registry, a.model) if a.registry else build_package(root)
         studies, ten = _studies(root, a.studies)
         infer = inference_only(registry, model, ten, a.clients, a.backend)
+        per_file = read_cost(registry, model, studies)
         results = {}
         from echoscreen.service.tokens import TokenStore
 
@@ -276,6 +298,8 @@ def main() -> None:
     print(f"inference alone ({STUDY_FILES}-clip study, {a.clients} threads): naive "
           f"{infer['naive']:.1f} studies/s, service {infer['service']:.1f} studies/s: "
           f"{infer['service'] / infer['naive']:.2f}x")  # fmt: skip
+    print(f"read_file (decode + de-identify + preprocess), median per file: "
+          f"{per_file * 1000:.1f} ms")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -40,12 +40,18 @@ INTERNAL = "the service failed while screening this study (logged); submit it ag
 
 
 def init_worker() -> None:
-    """Start of a preprocessing process: one thread per library (the pool is the parallelism)."""
+    """Start of a preprocessing process: one thread per library (the pool is the parallelism).
+
+    The Annex E table is parsed here, once per process, not by the first study.
+    """
     import cv2
     import torch
 
+    from echoscreen.deid.table import annex_e_table
+
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+    annex_e_table()
 
 
 @dataclass
