@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from echoscreen.models.config import VIEWS, ModelConfig
+from echoscreen.models.evidence import JetEvidence, MotionEvidence, soft_or
 from echoscreen.models.layers import (
     MASKED_LOGIT,
     Conv2Plus1d,
@@ -28,21 +29,6 @@ from echoscreen.models.layers import (
 UNKNOWN_VIEW = len(VIEWS)
 #: initial standard deviation of the view embedding (the normalised clip embedding has 1)
 VIEW_EMBED_STD = 0.1
-#: hidden channels of the per-pixel jet detector
-EVIDENCE_HIDDEN = 8
-#: initial slope of the clip logit in the log of the detector's peak pixel share
-EVIDENCE_SCALE = 2.0
-#: initial pixel logit of the jet detector (sigmoid 0.0025: ~10 of 4096 pixels)
-EVIDENCE_PIXEL_BIAS = -6.0
-#: gain on the detector's pixel logits (the detector must move them by ~10 to separate
-#: colours; at gain 1, AdamW's steps of ~lr per parameter take hundreds of steps to get there)
-EVIDENCE_GAIN = 10.0
-#: added to the share before the log (a significant jet covers ~0.1-1% of a 64 px frame)
-EVIDENCE_EPS = 1e-3
-#: log share at which the clip logit is the bias (about twice the initial share)
-EVIDENCE_LOG0 = -5.5
-
-
 class ClipEncoder(nn.Module):
     """(2+1)D residual video network: (M, 3, T, S, S) in [0, 1] -> (M, D) clip embeddings.
 
@@ -87,67 +73,6 @@ class ClipEncoder(nn.Module):
         return out
 
 
-def colour_features(x: torch.Tensor) -> torch.Tensor:
-    """Per-pixel colour features: (M, 3, T, S, S) RGB -> (M, 7, T, S, S).
-
-    R, G, B, colourfulness (max - min), and each channel's dominance (the channel minus the
-    larger of the other two). Dominances are 0 on grey pixels (most of an echo), so only
-    colour-Doppler pixels move a detector's weights on them.
-    """
-    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
-    dom = torch.cat([r - torch.maximum(g, b), g - torch.maximum(r, b), b - torch.maximum(r, g)], 1)
-    return torch.cat([add_colourfulness(x, dim=1), dom], dim=1)
-
-
-def _init_green_tag(first: nn.Conv3d, second: nn.Conv3d) -> None:
-    """Start the detector as "green-dominant pixel": the colour Doppler variance tag.
-
-    Hidden unit 0 reads the green dominance (relu(dG - 0.1)) and alone feeds the pixel
-    logit, which is EVIDENCE_PIXEL_BIAS on other pixels and about +4 at dG = 0.3. The other
-    hidden units start silent (zero output weights) and learn what else counts. Learning
-    this colour rule from scratch through a max over frames and clips took far more steps
-    than a 2-core budget gives (measured: no separation after 30 full-batch steps).
-    """
-    assert first.bias is not None and second.bias is not None  # built with bias=True
-    with torch.no_grad():
-        first.weight[0].zero_()
-        first.weight[0, 5] = 1.0  # channel 5 of colour_features: green dominance
-        first.bias[0] = -0.1
-        second.weight.zero_()
-        second.weight[0, 0] = 10.0 / (EVIDENCE_GAIN * 0.2)
-        second.bias.fill_(EVIDENCE_PIXEL_BIAS / EVIDENCE_GAIN)
-
-
-class JetEvidence(nn.Module):
-    """A small per-pixel detector of colour-Doppler findings: (M, 3, T, S, S) -> (M,) logits.
-
-    A per-pixel two-layer perceptron (1x1 convolutions) on RGB + colourfulness gives the
-    probability that a pixel shows the finding's colour (the turbulence mosaic); its mean
-    over space is the share of the frame the finding covers, and its max over time the
-    clip's peak share. The clip logit is affine in the log of that share (a significant jet
-    covers well under 1% of a 64 px frame, so the log spreads small shares apart).
-    With few parameters and no view of the study's other clips it cannot memorise
-    studies, and it reads the local evidence (a broad turbulent jet) that the deep encoder
-    averages away.
-    """
-
-    def __init__(self, hidden: int = EVIDENCE_HIDDEN) -> None:
-        super().__init__()
-        first, second = nn.Conv3d(7, hidden, 1), nn.Conv3d(hidden, 1, 1)
-        _init_green_tag(first, second)
-        self.pixel = nn.Sequential(first, nn.ReLU(inplace=True), second)
-        self.scale = nn.Parameter(torch.tensor(EVIDENCE_SCALE))
-        self.bias = nn.Parameter(torch.tensor(0.0))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(M, 3, T, S, S) float clips in [0, 1] -> (M,) clip evidence logits."""
-        p = torch.sigmoid(EVIDENCE_GAIN * self.pixel(colour_features(x)))  # (M, 1, T, S, S)
-        share = p.mean(dim=(1, 3, 4)).amax(dim=1)  # (M,) peak share of a frame
-        log_share = torch.log(share + EVIDENCE_EPS) - EVIDENCE_LOG0
-        out: torch.Tensor = self.scale * log_share + self.bias
-        return out
-
-
 def _default_temperature(module: nn.Module, state: dict[str, torch.Tensor], prefix: str,
                          *_: object) -> None:  # fmt: skip
     """Load weights saved before the temperature buffer existed as uncalibrated (T = 1)."""
@@ -178,6 +103,7 @@ class RHDNet(nn.Module):
         self.screen_head = nn.Linear(d, 1)
         self.class3_head = nn.Linear(d, 3)
         self.evidence = JetEvidence()
+        self.motion = MotionEvidence()
         # the three classes' slopes in the study's peak clip evidence (normal falls, others rise)
         self.class3_evidence = nn.Parameter(torch.tensor([-1.0, 0.5, 1.0]))
         # temperature scaling [screen, class3]: the study logits are divided by it; 1 until
@@ -229,7 +155,8 @@ class RHDNet(nn.Module):
         score = score.squeeze(2).masked_fill(~mask, MASKED_LOGIT)
         attention = torch.softmax(score, dim=1)  # (B, N)
         study = self.drop((attention.unsqueeze(2) * h).sum(dim=1))  # (B, D)
-        evidence = self.evidence(clips.flatten(0, 1)).unflatten(0, mask.shape)  # (B, N)
+        flat = clips.flatten(0, 1)
+        evidence = soft_or(self.evidence(flat), self.motion(flat)).unflatten(0, mask.shape)
         clip = self.clip_head(self.drop(h)).squeeze(2) + evidence
         peak = clip.masked_fill(~mask, MASKED_LOGIT).amax(dim=1)  # (B,) most positive clip
         screen = self.screen_head(study).squeeze(1) + peak
