@@ -95,3 +95,28 @@ def test_site_audit_cli_detects_tampering(site_with_log: tuple[Site, AuditLog]) 
     _edit(site)
     out = fails("site", "audit", "--site", str(site.path), "--verify", match="altered")
     assert "does not match its hash" in out
+
+
+def test_concurrent_appends_are_each_committed_once_in_one_chain(tmp_path: Path) -> None:
+    """Group commit: 24 threads append at once; each gets its own committed record."""
+    import threading
+
+    site = Site.init(tmp_path / "site")
+    log, seqs, go = AuditLog(site), {}, threading.Barrier(24)
+
+    def one(i: int) -> None:
+        go.wait()
+        seqs[i] = log.append(Event(f"t{i}", "POST /v1/clips:batch", True, 200, nbytes=i))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    recs = {r.seq: r for r in log.records()}
+    assert sorted(seqs.values()) == list(range(1, 25)) == sorted(recs)
+    assert all(recs[seq].who == f"t{i}" and recs[seq].nbytes == i for i, seq in seqs.items())
+    assert log.verify() == []
+    head = (site.path / "audit.head").read_text()
+    assert '"seq": 24' in head and recs[24].hash in head
+    site.close()

@@ -17,7 +17,9 @@ writes the head ``(seq, hash)`` to ``SITE/audit.head`` (atomically, fsynced) aft
 the row is committed; :func:`verify` requires the chain to reach that head.
 
 Appends are serialised by a lock within a process and by the primary key across
-processes (a conflicting insert is retried on the new head).
+processes (a conflicting insert is retried on the new head). Concurrent appends in
+one process are group-committed (:meth:`AuditLog.append`): one transaction and one
+head update for all the records queued while the previous commit ran.
 """
 
 from __future__ import annotations
@@ -73,6 +75,16 @@ class Event:
     detail: str | None = None
 
 
+@dataclass
+class _Slot:
+    """One caller's event on its way into the log."""
+
+    event: Event
+    seq: int = 0
+    done: bool = False
+    error: BaseException | None = None
+
+
 def _canonical(fields: dict[str, Any]) -> bytes:
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
@@ -91,7 +103,9 @@ class AuditLog:
     def __init__(self, site: Site) -> None:
         self.site = site
         self._key = hmac.new(site.pseudonym_secret, b"echoscreen/audit/v1", hashlib.sha256).digest()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one committer at a time
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Slot] = []  # appended, not yet committed
         self._head_path = site.path / HEAD_FILE
         ensure_tables(site.catalog)
 
@@ -99,37 +113,73 @@ class AuditLog:
         return hmac.new(self._key, _canonical(fields), hashlib.sha256).hexdigest()
 
     def append(self, event: Event) -> int:
-        """Append ``event``; returns its sequence number.
+        """Append ``event`` and commit it (durably) before returning its sequence number.
+
+        Group commit: while one thread commits, the events other threads append queue
+        up; the next thread to take the commit lock commits all of them in one
+        transaction and one head update (each still its own hash-chained record), and
+        every caller returns only once its own record is committed. This shares the
+        fsyncs (about 3 ms of CPU and 15 ms of wall time per commit here) between
+        concurrent requests.
 
         Raises:
             DatasiteError: the log could not be written after several attempts.
         """
+        slot = _Slot(event)
+        with self._queue_lock:
+            self._queue.append(slot)
         with self._lock:
+            if not slot.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._commit(batch)
+        if slot.error is not None:
+            raise slot.error
+        return slot.seq
+
+    def _commit(self, batch: list[_Slot]) -> None:
+        """Commit ``batch`` (caller holds the commit lock); every slot ends done."""
+        error: BaseException = DatasiteError(
+            "the audit record could not be committed (the log is contended by other writers, "
+            "or its writer was interrupted); retry the request")  # fmt: skip
+        try:
             for _ in range(8):
                 try:
-                    seq, digest = self._append_once(event)
+                    seqs, digest = self._append_once([s.event for s in batch])
                 except SAIntegrityError:
                     continue  # another process appended first: chain onto the new head
-                head = json.dumps({"seq": seq, "hash": digest}).encode()
-                atomic_write(self._head_path, head)
-                return seq
-        raise DatasiteError("the audit log is contended by other writers; retry the request")
+                atomic_write(self._head_path,
+                             json.dumps({"seq": seqs[-1], "hash": digest}).encode())  # fmt: skip
+                for s, seq in zip(batch, seqs, strict=True):
+                    s.seq = seq
+                break
+        except Exception as exc:  # each waiting caller raises it
+            error = exc
+        finally:
+            for s in batch:
+                s.error = None if s.seq else error
+                s.done = True
 
-    def _append_once(self, event: Event) -> tuple[int, str]:
+    def _append_once(self, events: list[Event]) -> tuple[list[int], str]:
+        """Insert ``events`` after the newest record in one transaction: (seqs, last hash)."""
         with self.site.catalog.session() as s:
             last = s.execute(
                 select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)
             ).first()
-            seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-            fields = asdict(event)
-            fields.update(seq=seq, prev_hash=prev,
-                          at=datetime.now(UTC).isoformat(timespec="microseconds"))  # fmt: skip
-            for key in ("target", "detail"):
-                if isinstance(fields[key], str):
-                    fields[key] = fields[key][:2000]
-            digest = self._hash({f: fields[f] for f in _FIELDS})
-            s.add(AuditRecord(hash=digest, **{f: fields[f] for f in _FIELDS}))
-        return seq, digest
+            seq, prev = (last[0], last[1]) if last else (0, GENESIS)
+            seqs = []
+            for event in events:
+                seq += 1
+                fields = asdict(event)
+                fields.update(seq=seq, prev_hash=prev,
+                              at=datetime.now(UTC).isoformat(timespec="microseconds"))  # fmt: skip
+                for key in ("target", "detail"):
+                    if isinstance(fields[key], str):
+                        fields[key] = fields[key][:2000]
+                prev = self._hash({f: fields[f] for f in _FIELDS})
+                s.add(AuditRecord(hash=prev, **{f: fields[f] for f in _FIELDS}))
+                seqs.append(seq)
+        return seqs, prev
 
     def records(self, last: int | None = None) -> list[AuditRecord]:
         """The log in order; only the newest ``last`` records when given."""
