@@ -108,7 +108,7 @@ def encode_batch(items: Iterable[tuple[str, bytes | memoryview]]) -> bytes:
     return b"".join(batch_parts(items))
 
 
-def decode_batch(body: bytes | bytearray) -> list[tuple[str, memoryview]]:
+def decode_batch(body: bytes | bytearray | memoryview) -> list[tuple[str, memoryview]]:
     """Split a batch body into ``(clip id, .npy bytes)`` pairs (views into ``body``).
 
     Raises:
