@@ -215,6 +215,30 @@ def test_datasite_ls_lists_what_the_identity_may_read(served: Served) -> None:
     assert "cohort-b" in text and "cohort-a" not in text and "bob" in text
 
 
+@pytest.mark.parametrize(("raw", "status"), [
+    (b"NOT HTTP AT ALL\r\n\r\n", 400),
+    # a head still incomplete after 32 KiB (two whole TLS records: nothing left unread)
+    (b"GET /v1/session HTTP/1.1\r\nHost: x\r\nX-Big: ".ljust(32768, b"a"), 431),
+    (b"GET /v1/\xff HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+])  # fmt: skip
+def test_malformed_http_gets_4xx_and_the_connection_closes(served: Served, raw: bytes,
+                                                           status: int) -> None:  # fmt: skip
+    import socket
+    from urllib.parse import urlsplit
+
+    from echoscreen.datasite.tls import client_context
+
+    d, url = served.ids["alice"], urlsplit(served.url)
+    ctx = client_context(str(d / "ca.crt"), str(d / "client.crt"), str(d / "client.key"))
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock, \
+            ctx.wrap_socket(sock, server_hostname=url.hostname) as tls:  # fmt: skip
+        tls.sendall(raw)
+        answer = b""
+        while chunk := tls.recv(65536):
+            answer += chunk  # the server closes after answering
+    assert answer.startswith(b"HTTP/1.1 %d " % status) and b'"detail"' in answer
+
+
 def test_the_audit_chain_of_everything_above_verifies(served: Served) -> None:
     log = AuditLog(served.site)
     assert log.verify() == []

@@ -22,12 +22,12 @@ import math
 from typing import Any, NoReturn
 
 from fastapi import FastAPI, HTTPException, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from echoscreen.datasite import access
 from echoscreen.datasite.attest import AttestationVerifier, CertificateOnly, PeerIdentity
 from echoscreen.datasite.audit import AuditLog
 from echoscreen.datasite.guard import GuardMiddleware
+from echoscreen.datasite.httpd import run_blocking
 from echoscreen.datasite.limits import Limits, RateLimiter
 from echoscreen.datasite.wire import BATCH_TYPE, NPY_TYPE, WireError, batch_parts, npy_array
 from echoscreen.errors import CatalogError, IntegrityError, StoreError
@@ -184,7 +184,7 @@ def _routes(api: FastAPI, srv: _Server) -> None:
         _target(request, f"{len(ids)} clips: " + ",".join(ids))
         if any(not access.valid_clip_id(c) for c in ids):
             deny(request, 400, "malformed clip id in ids")
-        items = await run_in_threadpool(srv.read_clips, request, ids)
+        items = await run_blocking(request.scope, srv.read_clips, request, ids)
         return _PartsResponse(batch_parts(items), BATCH_TYPE)
 
 

@@ -22,11 +22,11 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from starlette.concurrency import run_in_threadpool
 
 from echoscreen.datasite.access import cert_status
 from echoscreen.datasite.attest import AttestationVerifier, PeerIdentity, RequestInfo
 from echoscreen.datasite.audit import AuditLog, Event
+from echoscreen.datasite.httpd import run_blocking
 from echoscreen.store.catalog import Catalog
 
 ASGIApp = Any
@@ -107,10 +107,10 @@ class GuardMiddleware:
         action = f"{scope['method']} {scope['path']}"[:200]
         state = scope.setdefault("state", {})
         try:
-            ident = await run_in_threadpool(self._authenticate, scope)
+            ident = await run_blocking(scope, self._authenticate, scope)
         except Denied as d:
             body = json.dumps({"detail": d.reason}).encode()
-            await run_in_threadpool(self.audit.append, Event(
+            await run_blocking(scope, self.audit.append, Event(
                 d.who, action, False, d.status, d.serial, _client(scope), detail=d.reason,
                 nbytes=len(body)))  # fmt: skip
             await _send_json(send, d.status, body)
@@ -121,7 +121,7 @@ class GuardMiddleware:
         async def record() -> None:
             sent["audited"] = True
             status = sent["status"] or 500
-            await run_in_threadpool(self.audit.append, Event(
+            await run_blocking(scope, self.audit.append, Event(
                 ident.tenant, action, status < 400, status, ident.serial, ident.client,
                 target=state.get("audit_target"), nbytes=sent["bytes"],
                 detail=state.get("audit_detail")))  # fmt: skip

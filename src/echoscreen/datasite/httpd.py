@@ -9,7 +9,8 @@ copy) goes to ``SSLSocket.sendall`` in one call, which encrypts and writes strai
 the socket with the GIL released, so connections encrypt in parallel.
 
 The application is unchanged: each connection runs its requests as one coroutine on
-its own asyncio loop (``run_in_threadpool`` in the app still works), with the ASGI
+its own asyncio loop (``run_in_threadpool`` in the app still works; :func:`run_blocking`
+skips that hop here, where blocking the loop blocks only this connection), with the ASGI
 ``scope`` uvicorn would build plus ``scope["extensions"]["tls"]``
 (:func:`~.tls.tls_extension`). HTTP parsing and framing are h11's, as under uvicorn.
 
@@ -31,17 +32,30 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 import h11
+from starlette.concurrency import run_in_threadpool
 
 from echoscreen.datasite.tls import tls_extension
 
 log = logging.getLogger("echoscreen.datasite")
+#: ASGI extension this server adds to every scope: the request runs in its connection's
+#: own thread, so the app may call blocking code inline (see :func:`run_blocking`)
+INLINE = "echoscreen.inline_blocking"
 _MAX_HEAD = 16 * 1024
 _RECV = 64 * 1024
+T = TypeVar("T")
+
+
+async def run_blocking(scope: Mapping[str, Any], fn: Callable[..., T], *args: Any) -> T:
+    """Call blocking ``fn(*args)`` from an ASGI app: inline under this server, else in
+    starlette's thread pool (an event loop shared by connections must not block)."""
+    if INLINE in (scope.get("extensions") or {}):
+        return fn(*args)
+    return await run_in_threadpool(fn, *args)
 
 
 class ThreadedServer:
@@ -234,7 +248,7 @@ class _Connection:
             "raw_path": raw_path, "query_string": query,
             "headers": [(k.lower(), v) for k, v in req.headers],
             "server": (self.server.host, self.server.port), "client": self.client,
-            "extensions": {"tls": self.tls_ext}, "state": {},
+            "extensions": {"tls": self.tls_ext, INLINE: {}}, "state": {},
         }  # fmt: skip
 
     async def _request(self, req: h11.Request) -> bool:
