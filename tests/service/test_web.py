@@ -281,3 +281,37 @@ def test_non_dicom_file_shows_the_reason(browser: Any, service: Service, tmp_pat
     text = by_id(browser, "error").text
     assert f"({status}): {reason}" in text
     assert not by_id(browser, "result").is_displayed()
+
+
+def test_files_dropped_on_the_page_are_screened(
+    browser: Any, service: Service, published: Published
+) -> None:
+    """A drop on the drop zone (a real DragEvent carrying Files) is screened like a folder.
+
+    Browsers give scripts no way to build a dropped *folder* (FileSystemEntry trees come only
+    from the operating system), so the files of a study are dropped as files.
+    """
+    folder = published.train_study_folders()[2]
+    paths = sorted(folder.rglob("*.dcm"))[::-1]  # dropped out of name order
+    payload = [[p.name, base64.b64encode(p.read_bytes()).decode()] for p in paths]
+    sign_in(browser, service, service.token)
+    browser.execute_script(
+        "const dt = new DataTransfer();"
+        "for (const [name, b64] of arguments[0]) {"
+        "  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));"
+        "  dt.items.add(new File([bytes], name, {type: 'application/dicom'})); }"
+        "const zone = document.getElementById('dropzone');"
+        "zone.dispatchEvent(new DragEvent('dragover', {dataTransfer: dt, bubbles: true,"
+        "  cancelable: true}));"
+        "zone.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true,"
+        "  cancelable: true}));", payload)  # fmt: skip
+    wait_for(browser, lambda d: by_id(d, "screen-button").is_displayed(), "the drop was ignored")
+    by_id(browser, "screen-button").click()
+    result = shown_result(browser, service)
+    assert by_id(browser, "decision").get_attribute("data-decision") == result["decision"]
+    names = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#clips tbody tr'))"
+        ".map(r => r.querySelector('th').textContent)")  # fmt: skip
+    uploaded = sorted(p.name for p in paths)  # the page uploads in name order
+    assert len(result["clips"]) + len(result["skipped"]) == len(paths)
+    assert names == [uploaded[c["file_index"]] for c in result["clips"]]
