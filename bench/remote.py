@@ -2,7 +2,7 @@
 
 Both routes read every clip of a dataset through the same ``ClipDataset`` +
 ``make_loader`` (batch ``--batch``, prefetch depth 2 plus one request of several
-batches, up to a quarter of the cache: 64 MB, or half the data if less), in two ways:
+batches, up to a quarter of the cache: 64 MB, or 3/4 of the data if less), in two ways:
 
 * **fresh**: a new dataset each pass, so each pass also opens its connections
   (TLS handshakes) and asks for the session; the clip list is fetched before timing.
@@ -180,8 +180,8 @@ def main() -> None:
                     break
                 except Exception:
                     time.sleep(0.1)
-            # at most half the data, so a kept dataset's cache cannot serve a later pass
-            cache = min(64 << 20, a.clips * int(np.prod(shape)) // 2)
+            # less than the data, so a kept dataset's LRU cache cannot serve a later pass
+            cache = min(64 << 20, a.clips * int(np.prod(shape)) * 3 // 4)
             sources = {"local": lambda: LocalSite(site),
                        "remote": lambda: RemoteSite(url, root / "id")}  # fmt: skip
 
