@@ -102,6 +102,10 @@ class ThreadedServer:
                     raw, addr = listener.accept()
                 except (TimeoutError, InterruptedError):
                     continue
+                except OSError:  # e.g. out of file descriptors: wait, keep serving
+                    log.exception("data server could not accept a connection")
+                    time.sleep(0.5)
+                    continue
                 with self._lock:
                     full = len(self._open) >= self.max_connections
                     if not full:
@@ -228,7 +232,10 @@ class _Connection:
         """Read the rest of a request body the app did not read (bounded), or give up."""
         read = 0
         while read <= 1 << 20:
-            event = self._event()
+            try:
+                event = self._event()
+            except h11.RemoteProtocolError:
+                return
             if isinstance(event, h11.EndOfMessage):
                 return
             if not isinstance(event, h11.Data):
@@ -289,6 +296,10 @@ class _Connection:
 
         try:
             await self.server.app(scope, receive, send)
+        except h11.RemoteProtocolError as exc:  # a malformed or cut-short request body
+            if not state["started"]:
+                self._refuse(exc.error_status_hint, f"malformed request: {exc}")
+            return False
         except (OSError, h11.LocalProtocolError):
             return False  # the peer went away mid-answer, or the app broke the framing
         except Exception:
