@@ -41,6 +41,7 @@ from typing import Any
 import httpx
 from fastapi import Request
 
+from echoscreen.cpus import usable_cpus
 from echoscreen.datasite.server import free_port
 from echoscreen.screen import iter_study
 
@@ -243,7 +244,7 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--requests", type=int, default=64)
     p.add_argument("--studies", type=int, default=8)
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--workers", type=int, default=usable_cpus())
     p.add_argument("--backend", default="onnx", help="the service's --backend (auto, torch: "
                    "the naive baseline runs its eager torch on the GPU too when there is one)")
     p.add_argument("--naive", action="store_true", help=argparse.SUPPRESS)

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
+from echoscreen.cpus import usable_cpus
 from echoscreen.data import ClipDataset, LocalSite, make_loader
 from echoscreen.data.sources import ClipInfo
 from echoscreen.datasite.wire import npy_array
@@ -199,7 +200,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--studies", type=int, default=12)
     parser.add_argument("--passes", type=int, default=5)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=int, default=usable_cpus())
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     spec = PreprocessSpec()

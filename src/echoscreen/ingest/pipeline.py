@@ -32,7 +32,6 @@ import hashlib
 import hmac
 import io
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -41,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from echoscreen.cpus import usable_cpus
 from echoscreen.ingest.base import UNREADABLE_KEY, ClipSource, Instance, StudyBatch
 from echoscreen.ingest.labels import Annotations, load_annotations, study_fields
 from echoscreen.ingest.workers import Prepared, Preparer
@@ -354,7 +354,7 @@ def ingest(
     total = source.count_hint()
     runner = Ingestor(site, annotations=annotations, dataset=dataset, spec=spec,
                       kind=source_kind(source), describe=source.describe(),
-                      workers=workers or os.cpu_count() or 1)  # fmt: skip
+                      workers=workers or usable_cpus())  # fmt: skip
     if progress is not None:
         progress(0, total)
     batches = 0

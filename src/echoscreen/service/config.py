@@ -6,10 +6,10 @@ Built at the edge (``echoscreen serve`` parses its options into it), validated o
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from echoscreen.cpus import usable_cpus
 from echoscreen.errors import ConfigError, RegistryError
 from echoscreen.registry.package import parse_ref
 from echoscreen.screen.backends import BACKENDS
@@ -64,7 +64,7 @@ class ServiceConfig:
     @property
     def workers(self) -> int:
         """Preprocessing processes actually used (``cpu_workers``, or the core count)."""
-        return self.cpu_workers or os.cpu_count() or 1
+        return self.cpu_workers or usable_cpus()
 
     def validate(self) -> ServiceConfig:
         """Check every setting; return ``self`` or raise :class:`ConfigError` saying what to fix."""

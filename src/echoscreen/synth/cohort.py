@@ -9,7 +9,6 @@ screening population.
 from __future__ import annotations
 
 import csv
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -20,6 +19,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from echoscreen.cpus import usable_cpus
 from echoscreen.errors import ConfigError
 from echoscreen.synth.findings import (
     AV_FEATURES,
@@ -236,7 +236,7 @@ def generate_cohort(
     out.mkdir(parents=True, exist_ok=True)
     labels = assign_labels(cfg)
     results: dict[int, tuple[dict[str, str], list[dict[str, str]]]] = {}
-    workers = min(cfg.workers or os.cpu_count() or 1, cfg.studies)
+    workers = min(cfg.workers or usable_cpus(), cfg.studies)
     if workers <= 1:
         for i, label in enumerate(labels):
             _, row, clips = _one_study(str(out), i, label, cfg)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from echoscreen import errors
+from echoscreen.cpus import usable_cpus
 from echoscreen.errors import ClusterError
 from echoscreen.train.config import TrainConfig
 
@@ -243,7 +244,7 @@ def run_on_cluster(cfg: TrainConfig, profile: str, engines: int | None = None) -
                                "engines; start more (`cluster start --engines N`)")  # fmt: skip
         ids = ids[:n]
         port = rc[ids[0]].apply_sync(free_port)
-        threads = max(1, (os.cpu_count() or 1) // n)
+        threads = max(1, usable_cpus() // n)
         envs = [{"RANK": str(r), "WORLD_SIZE": str(n), "LOCAL_RANK": str(r),
                  "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
                 for r in range(n)]  # fmt: skip

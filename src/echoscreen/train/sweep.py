@@ -13,13 +13,13 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from echoscreen.cpus import usable_cpus
 from echoscreen.errors import ConfigError, EchoscreenError
 from echoscreen.train.config import TrainConfig
 
@@ -230,7 +230,7 @@ def _on_cluster(cfgs: list[tuple[dict[str, Any], TrainConfig]], profile: str,
                 raise ClusterError(f"asked for {engines} engines; {profile!r} has {len(ids)}")
             ids = ids[:engines]
         view = rc.load_balanced_view(ids)
-        threads = max(1, (os.cpu_count() or 1) // len(ids))
+        threads = max(1, usable_cpus() // len(ids))
         ars = [view.apply_async(run_rank, cfg.to_json(), {}, threads) for _, cfg in cfgs]
         entries: list[SweepEntry | None] = [None] * len(cfgs)
         pending = set(range(len(cfgs)))
