@@ -55,6 +55,16 @@ def populate(site: Site, dataset: str, prefix: str, n_studies: int, clips_per_st
     return truth
 
 
+def tamper(site: Site, cid: str) -> None:
+    """Flip one bit in the middle of clip ``cid``'s stored (encrypted) tensor object."""
+    with site.catalog.session() as s:
+        oid = s.get(Clip, cid).tensor_object  # type: ignore[union-attr]
+    path = site.objects.path(oid)
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    path.write_bytes(bytes(blob))
+
+
 @dataclass
 class Served:
     """A running data server and everything the tests need around it."""

@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 from sqlalchemy import select
-from tests.datasite.sitefix import Served
+from tests.datasite.sitefix import Served, tamper
 
 from echoscreen.datasite import pki
 from echoscreen.datasite.audit import AuditLog
@@ -177,14 +177,7 @@ def test_bad_batches_get_a_reason(served: Served, body: bytes, status: int) -> N
 
 def test_tampered_object_gives_409_never_pixels(served: Served) -> None:
     cid = sorted(served.truth["cohort-t"])[0]
-    with served.site.catalog.session() as s:
-        from echoscreen.store.schema import Clip
-
-        oid = s.get(Clip, cid).tensor_object  # type: ignore[union-attr]
-    path = served.site.objects.path(oid)
-    blob = bytearray(path.read_bytes())
-    blob[len(blob) // 2] ^= 0x01
-    path.write_bytes(bytes(blob))
+    tamper(served.site, cid)
     start = head(served)
     with served.client("alice") as c:
         one = c.get(f"/v1/clips/{cid}")

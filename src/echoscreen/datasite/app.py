@@ -27,9 +27,16 @@ from echoscreen.datasite import access
 from echoscreen.datasite.attest import AttestationVerifier, CertificateOnly, PeerIdentity
 from echoscreen.datasite.audit import AuditLog
 from echoscreen.datasite.guard import GuardMiddleware
-from echoscreen.datasite.httpd import run_blocking
+from echoscreen.datasite.httpd import AbortAnswer, run_blocking
 from echoscreen.datasite.limits import Limits, RateLimiter
-from echoscreen.datasite.wire import BATCH_TYPE, NPY_TYPE, WireError, batch_parts, npy_array
+from echoscreen.datasite.wire import (
+    BATCH_TYPE,
+    NPY_TYPE,
+    WireError,
+    npy_array,
+    npy_nbytes,
+    record_head,
+)
 from echoscreen.errors import CatalogError, IntegrityError, StoreError
 from echoscreen.store.site import Site
 
@@ -49,11 +56,12 @@ class _Server:
             deny(request, 429, f"rate limit: {self.limits.rate:g} clips/s per tenant",
                  {"Retry-After": str(max(1, math.ceil(wait)))})  # fmt: skip
 
-    def read_clips(self, request: Request, ids: list[str]) -> list[tuple[str, memoryview]]:
-        """Decrypt the granted clips ``ids`` (all or nothing), after the checks passed.
+    def open_clips(self, request: Request, ids: list[str]) -> list[tuple[str, str, int]]:
+        """Check grants and rate for ``ids`` (all or nothing); nothing is decrypted yet.
 
-        Each is a read-only view of its decrypted buffer (``ObjectStore.read``, in place,
-        GIL released), sent as it is: no copy on the way to the socket.
+        Returns:
+            ``(clip id, object id, .npy size in bytes)`` per id, in order; the sizes
+            follow from the catalog's shapes, so an answer's length is known up front.
         """
         tenant = identity(request).tenant
         with self.site.catalog.session() as s:
@@ -62,19 +70,28 @@ class _Server:
         if missing:
             deny(request, 404, f"no clip {missing[0]!r} in the datasets granted to you")
         self.charge(request, len(ids))
-        out = []
-        for cid in ids:
-            oid, shape = found[cid]
-            try:
-                data = self.site.objects.read(oid)
-                npy_array(data, tuple(int(d) for d in shape.split("x")))
-            except (IntegrityError, WireError) as exc:
-                deny(request, 409, f"clip {cid}: stored object failed its integrity check "
-                     f"({exc}); the site operator should run `site verify`")  # fmt: skip
-            except StoreError as exc:
-                deny(request, 409, f"clip {cid}: stored object unavailable ({exc})")
-            out.append((cid, data))
-        return out
+        shapes = {c: tuple(int(d) for d in found[c][1].split("x")) for c in ids}
+        return [(c, found[c][0], npy_nbytes(shapes[c])) for c in ids]
+
+    def read_clip(self, request: Request, cid: str, oid: str, nbytes: int) -> memoryview:
+        """Decrypt and authenticate one clip (in place, GIL released); a read-only view
+        of its ``.npy`` bytes, sent as it is (no copy on the way to the socket).
+
+        Raises:
+            HTTPException: 409, the object failed its integrity check or is unavailable
+                (its reason is in the request's audit state).
+        """
+        try:
+            data = self.site.objects.read(oid)
+            if len(data) != nbytes:
+                raise WireError(f".npy is {len(data)} bytes, its catalog shape says {nbytes}")
+            npy_array(data)
+        except (IntegrityError, WireError) as exc:
+            deny(request, 409, f"clip {cid}: stored object failed its integrity check "
+                 f"({exc}); the site operator should run `site verify`")  # fmt: skip
+        except StoreError as exc:
+            deny(request, 409, f"clip {cid}: stored object unavailable ({exc})")
+        return data
 
 
 def identity(request: Request) -> PeerIdentity:
@@ -175,8 +192,8 @@ def _routes(api: FastAPI, srv: _Server) -> None:
         _target(request, f"clip {cid[:128]}")
         if not access.valid_clip_id(cid):
             deny(request, 400, "malformed clip id")
-        ((_, data),) = srv.read_clips(request, [cid])
-        return Response(data, media_type=NPY_TYPE)
+        ((_, oid, nbytes),) = srv.open_clips(request, [cid])
+        return Response(srv.read_clip(request, cid, oid, nbytes), media_type=NPY_TYPE)
 
     @api.post("/v1/clips:batch")
     async def batch(request: Request) -> Response:
@@ -184,26 +201,46 @@ def _routes(api: FastAPI, srv: _Server) -> None:
         _target(request, f"{len(ids)} clips: " + ",".join(ids))
         if any(not access.valid_clip_id(c) for c in ids):
             deny(request, 400, "malformed clip id in ids")
-        items = await run_blocking(request.scope, srv.read_clips, request, ids)
-        return _PartsResponse(batch_parts(items), BATCH_TYPE)
+        clips = await run_blocking(request.scope, srv.open_clips, request, ids)
+        cid, oid, n = clips[0]  # a first clip that fails still gets a 409, before any byte
+        first = await run_blocking(request.scope, srv.read_clip, request, cid, oid, n)
+        return _ClipStream(srv, request, clips, first)
 
 
-class _PartsResponse(Response):
-    """A body sent as several ASGI messages (no join into one buffer), with Content-Length."""
+class _ClipStream(Response):
+    """A batch answer sent clip by clip: decrypt clip k, send it, then clip k+1.
 
-    def __init__(self, parts: list[bytes | memoryview], media_type: str) -> None:
-        super().__init__(None, media_type=media_type)
-        self.parts = parts
-        self.headers["content-length"] = str(sum(len(b) for b in parts))
+    The socket's buffers decouple this thread from the reader, which receives clip k
+    while clip k+1 is decrypted. ``Content-Length`` comes from the catalog's shapes. A
+    clip failing its check after the answer began aborts it (:class:`AbortAnswer`: the
+    connection is closed short of ``Content-Length``, so the client sees a broken
+    answer and raises); the audit record says why, with status 409.
+    """
+
+    def __init__(self, srv: _Server, request: Request, clips: list[tuple[str, str, int]],
+                 first: memoryview) -> None:  # fmt: skip
+        super().__init__(None, media_type=BATCH_TYPE)
+        self.srv, self.request, self.clips, self.first = srv, request, clips, first
+        self.heads = [record_head(cid, n) for cid, _, n in clips]
+        total = sum(len(h) for h in self.heads) + sum(n for _, _, n in clips)
+        self.headers["content-length"] = str(total)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": self.status_code,
                     "headers": self.raw_headers})  # fmt: skip
-        for i, part in enumerate(self.parts):
-            await send({"type": "http.response.body", "body": part,
-                        "more_body": i < len(self.parts) - 1})  # fmt: skip
-        if not self.parts:
-            await send({"type": "http.response.body", "body": b""})
+        last = len(self.clips) - 1
+        for k, (cid, oid, n) in enumerate(self.clips):
+            if k == 0:
+                data, self.first = self.first, memoryview(b"")
+            else:
+                try:
+                    data = await run_blocking(scope, self.srv.read_clip, self.request, cid, oid, n)
+                except HTTPException as exc:
+                    scope.setdefault("state", {})["audit_status"] = exc.status_code
+                    raise AbortAnswer(f"{exc.detail} (after {k} clips were sent)") from exc
+            await send({"type": "http.response.body", "body": self.heads[k], "more_body": True})
+            await send({"type": "http.response.body", "body": data, "more_body": k < last})
+            del data  # the decrypted buffer goes as soon as the socket has it
 
 
 async def _batch_ids(request: Request, limits: Limits) -> list[str]:

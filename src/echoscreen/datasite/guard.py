@@ -120,7 +120,7 @@ class GuardMiddleware:
 
         async def record() -> None:
             sent["audited"] = True
-            status = sent["status"] or 500
+            status = state.get("audit_status") or sent["status"] or 500  # an aborted answer
             await run_blocking(scope, self.audit.append, Event(
                 ident.tenant, action, status < 400, status, ident.serial, ident.client,
                 target=state.get("audit_target"), nbytes=sent["bytes"],

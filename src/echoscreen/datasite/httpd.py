@@ -50,6 +50,12 @@ _RECV = 64 * 1024
 T = TypeVar("T")
 
 
+class AbortAnswer(Exception):
+    """Raised by an app to end an answer it has begun, without completing it: the
+    connection is closed short of its ``Content-Length``, so the client sees the answer
+    broken (e.g. a clip failed authentication after earlier clips were sent)."""
+
+
 async def run_blocking(scope: Mapping[str, Any], fn: Callable[..., T], *args: Any) -> T:
     """Call blocking ``fn(*args)`` from an ASGI app: inline under this server, else in
     starlette's thread pool (an event loop shared by connections must not block)."""
@@ -302,6 +308,12 @@ class _Connection:
             return False
         except (OSError, h11.LocalProtocolError):
             return False  # the peer went away mid-answer, or the app broke the framing
+        except AbortAnswer as exc:
+            log.warning("data server aborted its answer to %s %s: %s", scope["method"],
+                        scope["path"], exc)  # fmt: skip
+            if not state["started"]:
+                self._refuse(500, "internal error")
+            return False
         except Exception:
             log.exception("data server app failed on %s %s", scope["method"], scope["path"])
             if not state["started"]:

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 import struct
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -90,6 +91,21 @@ def npy_array(buf: bytes | memoryview, shape: tuple[int, ...] | None = None) -> 
     return np.frombuffer(buf, dtype=np.uint8, count=n, offset=offset).reshape(got)
 
 
+def npy_nbytes(shape: tuple[int, ...]) -> int:
+    """Size in bytes of the ``.npy`` 1.0 file ``np.save`` writes for a uint8 array of
+    ``shape`` (header included): a batch's ``Content-Length`` before any decryption."""
+    f = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        f, {"descr": "|u1", "fortran_order": False, "shape": tuple(shape)})  # fmt: skip
+    return f.tell() + math.prod(shape)
+
+
+def record_head(cid: str, nbytes: int) -> bytes:
+    """The length-prefixed JSON header of one batch record (before its ``.npy`` bytes)."""
+    head = json.dumps({"id": cid, "nbytes": nbytes}, separators=(",", ":")).encode()
+    return _LEN.pack(len(head)) + head
+
+
 def batch_parts(items: Iterable[tuple[str, bytes | memoryview]]) -> list[bytes | memoryview]:
     """Frame ``(clip id, .npy bytes)`` pairs as the pieces of a batch body, not joined.
 
@@ -98,8 +114,7 @@ def batch_parts(items: Iterable[tuple[str, bytes | memoryview]]) -> list[bytes |
     """
     parts: list[bytes | memoryview] = []
     for cid, data in items:
-        head = json.dumps({"id": cid, "nbytes": len(data)}, separators=(",", ":")).encode()
-        parts += [_LEN.pack(len(head)) + head, data]
+        parts += [record_head(cid, len(data)), data]
     return parts
 
 
@@ -132,3 +147,42 @@ def decode_batch(body: bytes | bytearray | memoryview) -> list[tuple[str, memory
         out.append((cid, view[start : start + n]))
         pos = start + n
     return out
+
+
+def stream_records(fill: Callable[[memoryview], None],
+                   size: int) -> Iterator[tuple[str, memoryview]]:  # fmt: skip
+    """Read a batch body of ``size`` bytes record by record, as its bytes arrive.
+
+    Args:
+        fill: fills the whole view it is given with the body's next bytes, or raises.
+        size: the body's length (``Content-Length``).
+
+    Yields:
+        ``(clip id, .npy bytes)``, each in a fresh buffer (``numpy.empty``), as soon
+        as that record is complete.
+
+    Raises:
+        WireError: the framing is broken, or a record runs past ``size``.
+    """
+    left, prefix = size, memoryview(bytearray(4))
+    while left > 0:
+        if left < 4:
+            raise WireError("truncated record length")
+        fill(prefix)
+        (hlen,) = _LEN.unpack_from(prefix)
+        if hlen > _MAX_HEADER or 4 + hlen > left:
+            raise WireError("record header too long or truncated")
+        head = memoryview(bytearray(hlen))
+        fill(head)
+        try:
+            meta = json.loads(bytes(head))
+            cid, n = str(meta["id"]), int(meta["nbytes"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise WireError(f"malformed record header ({exc})") from exc
+        left -= 4 + hlen
+        if n < 0 or n > left:
+            raise WireError(f"record of clip {cid} is truncated")
+        data = np.empty(n, dtype=np.uint8).data
+        fill(data)
+        left -= n
+        yield cid, data
