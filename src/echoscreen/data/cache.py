@@ -27,11 +27,12 @@ class ByteLRU:
     def __contains__(self, key: object) -> bool:
         return key in self._items
 
-    def get(self, key: str) -> np.ndarray | None:
-        """The cached array (marked most recently used), or ``None``."""
+    def get(self, key: str, *, touch: bool = True) -> np.ndarray | None:
+        """The cached array, or ``None``; ``touch`` marks it most recently used (without
+        it, arrays leave in the order they came: first in, first out)."""
         with self._lock:
             arr = self._items.get(key)
-            if arr is not None:
+            if arr is not None and touch:
                 self._items.move_to_end(key)
             return arr
 

@@ -71,26 +71,34 @@ class ClipDataset(Dataset[Item]):
         workers: threads fetching in parallel.
         request_bytes: about how many bytes of clips one prefetch request asks for
             (see :meth:`request_clips`).
+        ahead: fraction of ``cache_bytes`` that clips fetched ahead of the consumer may
+            fill (see :meth:`ahead_batches`).
+
+    Memory: the cache holds at most ``cache_bytes``; clips still arriving add one clip
+    buffer per request in flight (at most ``workers``), as clips are handed over one by
+    one. The cache evicts in arrival order, so clips fetched ahead and not yet used
+    leave last.
     """
 
     def __init__(self, source: SiteSource, dataset: str, split: str | None, *,
                  transform: Transform | None = None, cache_bytes: int = 512 << 20,
-                 workers: int = 4, request_bytes: int = 24 << 20) -> None:  # fmt: skip
+                 workers: int = 4, request_bytes: int = 24 << 20,
+                 ahead: float = 0.75) -> None:  # fmt: skip
         self.source, self.dataset, self.split = source, dataset, split
         self.transform, self.cache_bytes, self.workers = transform, cache_bytes, workers
-        self.request_bytes = request_bytes
+        self.request_bytes, self.ahead = request_bytes, ahead
         self.clips: list[ClipInfo] = source.clips(dataset, split)
         self._setup()
 
     def _setup(self) -> None:
         self._cache = ByteLRU(self.cache_bytes)
         self._pool: ThreadPoolExecutor | None = None
-        self._inflight: dict[str, Future[dict[str, np.ndarray]]] = {}
+        self._inflight: dict[str, Future[np.ndarray]] = {}  # clip id -> its arrival
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
         keep = ("source", "dataset", "split", "transform", "cache_bytes", "workers",
-                "request_bytes", "clips")  # fmt: skip
+                "request_bytes", "ahead", "clips")  # fmt: skip
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -128,6 +136,21 @@ class ClipDataset(Dataset[Item]):
         want = min(self.request_bytes, self.cache_bytes // 4) // max(1, clip)
         return max(1, batch_size, min(int(want), 4 * batch_size, self.source.max_batch))
 
+    def ahead_batches(self, batch_size: int) -> int:
+        """Loader batches to keep on their way, bounded by bytes, not by a fixed depth.
+
+        As many batches of the largest clip as fill ``ahead`` x ``cache_bytes``, so
+        enough requests overlap to keep the reader and the server busy while what was
+        fetched ahead still fits the cache; never fewer than one request's worth of
+        batches plus one. Without a cache: 2.
+        """
+        batch_size = max(1, batch_size)
+        if self.cache_bytes <= 0 or not self.clips:
+            return 2
+        clip = max(math.prod(c.shape) for c in self.clips)
+        least = -(-self.request_clips(batch_size) // batch_size) + 1
+        return max(least, int(self.ahead * self.cache_bytes) // max(1, clip * batch_size))
+
     @property
     def pool(self) -> ThreadPoolExecutor:
         """The fetching threads (started on first use)."""
@@ -140,49 +163,70 @@ class ClipDataset(Dataset[Item]):
         with self._lock:
             self._start([self.clips[int(i)].id for i in indices])
 
-    def _start(self, ids: list[str]) -> set[Future[dict[str, np.ndarray]]]:
+    def _start(self, ids: list[str]) -> dict[str, Future[np.ndarray]]:
         """Submit fetches for ids not cached nor in flight (caller holds the lock).
 
         Returns:
-            the futures that will deliver every id of ``ids`` that is not cached.
+            one future per id of ``ids`` that is not cached, resolved as soon as that
+            clip has arrived (not when its whole request has).
         """
-        futures: set[Future[dict[str, np.ndarray]]] = set()
+        futures: dict[str, Future[np.ndarray]] = {}
         todo = []
         for cid in dict.fromkeys(ids):
             if cid in self._inflight:
-                futures.add(self._inflight[cid])
+                futures[cid] = self._inflight[cid]
             elif cid not in self._cache:
                 todo.append(cid)
         step = max(1, self.source.max_batch)
         for k in range(0, len(todo), step):
-            chunk = todo[k : k + step]
-            fut = self.pool.submit(self._fetch_into_cache, chunk)
-            futures.add(fut)
-            for cid in chunk:
-                self._inflight[cid] = fut
+            chunk = {cid: Future[np.ndarray]() for cid in todo[k : k + step]}
+            self._inflight.update(chunk)
+            futures.update(chunk)
+            self.pool.submit(self._fetch_into_cache, chunk)
         return futures
 
-    def _fetch_into_cache(self, ids: list[str]) -> dict[str, np.ndarray]:
-        try:
-            arrays = dict(zip(ids, self.source.fetch(ids), strict=True))
-            for cid, arr in arrays.items():
-                self._cache.put(cid, arr)
-            return arrays
-        finally:
+    def _fetch_into_cache(self, futures: dict[str, Future[np.ndarray]]) -> None:
+        """Fetch the clips of ``futures``, caching and resolving each as it arrives; a
+        failure goes to every future not yet resolved (a DatasiteError, never pixels)."""
+
+        def deliver(cid: str, arr: np.ndarray) -> None:
+            self._cache.put(cid, arr)
             with self._lock:
-                for cid in ids:
-                    self._inflight.pop(cid, None)
+                self._inflight.pop(cid, None)
+            futures[cid].set_result(arr)
+
+        ids = list(futures)
+        try:
+            each = getattr(self.source, "fetch_each", None)
+            if each is not None:
+                each(ids, deliver)
+            else:
+                for cid, arr in zip(ids, self.source.fetch(ids), strict=True):
+                    deliver(cid, arr)
+        except BaseException as exc:
+            self._fail(futures, exc)
+            return
+        self._fail(futures, RuntimeError(f"the source did not deliver all of {len(ids)} clips"))
+
+    def _fail(self, futures: dict[str, Future[np.ndarray]], exc: BaseException) -> None:
+        with self._lock:
+            for cid, fut in futures.items():
+                if self._inflight.get(cid) is fut:
+                    del self._inflight[cid]
+        for fut in futures.values():
+            if not fut.done():
+                fut.set_exception(exc)
 
     def _arrays(self, ids: list[str]) -> list[np.ndarray]:
         found: dict[str, np.ndarray] = {}
         with self._lock:
             for cid in ids:
-                arr = self._cache.get(cid)
+                arr = self._cache.get(cid, touch=False)  # fetched-ahead clips are evicted last
                 if arr is not None:
                     found[cid] = arr
             futures = self._start([c for c in ids if c not in found])
-        for fut in futures:  # a failed fetch raises its DatasiteError here
-            found.update(fut.result())
+        for cid, fut in futures.items():  # a failed fetch raises its DatasiteError here
+            found[cid] = fut.result()
         return [found[c] for c in ids]
 
     def close(self) -> None:
@@ -205,15 +249,18 @@ class PrefetchBatchSampler(Sampler[list[int]]):
 
     Indices of upcoming batches are gathered until they make one request of
     :meth:`ClipDataset.request_clips` clips, which is then started; batches are
-    yielded ``depth`` batches (plus one request's worth) behind the wrapped sampler.
+    yielded :meth:`ClipDataset.ahead_batches` batches (a byte bound) behind the
+    wrapped sampler, or ``depth`` batches plus one request's worth if ``depth`` is given.
 
     Args:
         batches: any sampler yielding lists of indices (e.g. ``BatchSampler``).
         dataset: the :class:`ClipDataset` to prefetch into.
-        depth: batches to keep on their way beyond the one being grouped.
+        depth: a fixed number of batches on their way beyond the one being grouped
+            (``None``: bounded by bytes).
     """
 
-    def __init__(self, batches: Iterable[list[int]], dataset: ClipDataset, depth: int = 2) -> None:
+    def __init__(self, batches: Iterable[list[int]], dataset: ClipDataset,
+                 depth: int | None = None) -> None:  # fmt: skip
         self.batches, self.dataset, self.depth = batches, dataset, depth
 
     def __len__(self) -> int:
@@ -233,7 +280,8 @@ class PrefetchBatchSampler(Sampler[list[int]]):
             batch = list(batch)
             if not group:
                 group = self.dataset.request_clips(len(batch))
-                lead = self.depth + -(-group // max(1, len(batch)))
+                lead = (self.dataset.ahead_batches(len(batch)) if self.depth is None
+                        else self.depth + -(-group // max(1, len(batch))))  # fmt: skip
             ahead.append(batch)
             pending += batch
             if len(pending) >= group:
@@ -271,16 +319,17 @@ def collate_clips(items: Sequence[Item]) -> tuple[Any, dict[str, Any]]:
 
 
 def make_loader(dataset: ClipDataset, batch_size: int, *, shuffle: bool = False, seed: int = 0,
-                sampler: Sampler[int] | None = None, depth: int = 2,
+                sampler: Sampler[int] | None = None, depth: int | None = None,
                 drop_last: bool = False) -> DataLoader[Item]:  # fmt: skip
-    """A single-process DataLoader whose batches are prefetched ``depth`` ahead.
+    """A single-process DataLoader whose batches are prefetched ahead (see
+    :class:`PrefetchBatchSampler`: by default as far as ``dataset.ahead`` of its cache).
 
     Args:
         dataset: the clips.
         batch_size: clips per batch.
         shuffle: random order (ignored when ``sampler`` is given), seeded by ``seed``.
         sampler: e.g. a ``DistributedSampler`` (call ``loader.batch_sampler.set_epoch``).
-        depth: batches fetched ahead of the one being consumed.
+        depth: a fixed number of batches fetched ahead (``None``: bounded by bytes).
         drop_last: drop a final short batch.
     """
     if sampler is None:

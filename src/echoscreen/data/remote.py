@@ -20,7 +20,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -29,7 +29,12 @@ import httpx
 import numpy as np
 
 from echoscreen.data.sources import ClipInfo
-from echoscreen.datasite.wire import BATCH_TYPE, WireError, decode_batch, npy_array
+from echoscreen.datasite.wire import (
+    BATCH_TYPE,
+    WireError,
+    npy_array,
+    stream_records,
+)
 from echoscreen.errors import DatasiteError
 
 IDENTITY_FILES = ("client.crt", "client.key", "ca.crt")
@@ -45,6 +50,26 @@ class _Stale(Exception):
 
 class Truncated(ConnectionError):
     """The server closed the connection before the whole answer arrived."""
+
+
+class _Filler:
+    """Fills views with a body's next bytes: first those read with the head, then
+    ``recv_into`` straight into the view (SSL_read gives one 16 KiB TLS record a call)."""
+
+    def __init__(self, sock: ssl.SSLSocket, early: memoryview, size: int) -> None:
+        self.sock, self.early, self.size, self.have = sock, early, size, 0
+
+    def __call__(self, view: memoryview) -> None:
+        pos = min(len(self.early), len(view))
+        view[:pos] = self.early[:pos]
+        self.early = self.early[pos:]
+        while pos < len(view):
+            n = self.sock.recv_into(view[pos:], min(_BLOCK, len(view) - pos))
+            if n == 0:
+                raise Truncated(f"connection closed after {self.have + pos} of {self.size} "
+                                "body bytes")  # fmt: skip
+            pos += n
+        self.have += pos
 
 
 class BlockConnections:
@@ -77,10 +102,14 @@ class BlockConnections:
             sock.close()
             raise
 
-    def post(self, path: str, body: bytes,
-             content_type: str) -> tuple[int, dict[str, str], memoryview]:  # fmt: skip
+    def post(self, path: str, body: bytes, content_type: str,
+             on_record: Callable[[str, memoryview], None] | None = None,
+             ) -> tuple[int, dict[str, str], memoryview]:  # fmt: skip
         """``POST`` ``body``; returns ``(status, lower-cased headers, body)``.
 
+        With ``on_record``, a 200 batch answer (:data:`~.wire.BATCH_TYPE`) is read record
+        by record (:func:`~.wire.stream_records`): each ``(clip id, .npy bytes)`` goes to
+        ``on_record`` as soon as its bytes are in, and the returned body is empty.
         A pooled socket that the server closed meanwhile is replaced once.
 
         Raises:
@@ -97,8 +126,11 @@ class BlockConnections:
                 sock = self._connect()
             try:
                 sock.sendall(head + body)
-                status, headers, data = self._read(sock)
+                status, headers, data = self._read(sock, on_record)
                 break
+            except Truncated:  # records may have been handed over: never resend
+                sock.close()
+                raise
             except (ConnectionError, ssl.SSLEOFError, ssl.SSLZeroReturnError, _Stale) as exc:
                 sock.close()
                 if not reused:
@@ -120,7 +152,8 @@ class BlockConnections:
         sock.close()
 
     @staticmethod
-    def _read(sock: ssl.SSLSocket) -> tuple[int, dict[str, str], memoryview]:
+    def _read(sock: ssl.SSLSocket, on_record: Callable[[str, memoryview], None] | None,
+              ) -> tuple[int, dict[str, str], memoryview]:  # fmt: skip
         buf = bytearray()
         while (end := buf.find(b"\r\n\r\n")) < 0:
             if len(buf) > _MAX_HEAD:
@@ -138,14 +171,14 @@ class BlockConnections:
         if "content-length" not in headers:
             raise ConnectionError("answer without Content-Length (chunked is not expected)")
         size = int(headers["content-length"])
+        fill = _Filler(sock, memoryview(buf)[end + 4 :], size)
+        if on_record is not None and status == 200 and \
+                headers.get("content-type", "").startswith(BATCH_TYPE):  # fmt: skip
+            for cid, data in stream_records(fill, size):
+                on_record(cid, data)
+            return status, headers, memoryview(b"")
         body = np.empty(size, dtype=np.uint8).data
-        have = len(buf) - end - 4
-        body[:have] = buf[end + 4 :]
-        while have < size:  # SSL_read hands over one TLS record (16 KiB) per call
-            n = sock.recv_into(body[have:], min(_BLOCK, size - have))
-            if n == 0:
-                raise Truncated(f"connection closed after {have} of {size} body bytes")
-            have += n
+        fill(body)
         return status, headers, body
 
     def close(self) -> None:
@@ -286,24 +319,57 @@ class RemoteSite:
         Raises:
             DatasiteError: refused, or the answer is malformed or incomplete.
         """
-        out: list[np.ndarray] = []
+        got: dict[str, np.ndarray] = {}
+        self.fetch_each(ids, got.__setitem__)
+        return [got[c] for c in ids]
+
+    def fetch_each(self, ids: Sequence[str], on_clip: Callable[[str, np.ndarray], None]) -> None:
+        """Fetch ``ids`` (batches of at most :attr:`max_batch`), handing each clip over
+        as soon as its bytes are in: ``on_clip(id, read-only uint8 (3, T, S, S) array)``,
+        in the order of ``ids``.
+
+        Each clip handed over is complete and authentic (the server authenticated it
+        before sending it; TLS protects the way). If the answer breaks later (e.g. a
+        later clip failed its integrity check at the site), the clips not yet handed
+        over are not, and this raises.
+
+        Raises:
+            DatasiteError: refused, or the answer is malformed or incomplete.
+        """
         step = self.max_batch
         for i in range(0, len(ids), step):
             chunk = list(ids[i : i + step])
-            out.extend(self._parse(self._post_batch(chunk), chunk))
-        return out
+            done = [0]
 
-    def _post_batch(self, ids: list[str]) -> tuple[dict[str, str], memoryview]:
-        """``POST /v1/clips:batch`` through :attr:`blocks`; retry 429s; map failures."""
+            def record(cid: str, buf: memoryview, chunk: list[str] = chunk,
+                       done: list[int] = done) -> None:  # fmt: skip
+                if done[0] >= len(chunk) or cid != chunk[done[0]]:
+                    raise WireError("the answer's clip ids differ from those asked for")
+                arr = npy_array(buf)
+                arr.flags.writeable = False
+                done[0] += 1
+                on_clip(cid, arr)
+
+            self._post_batch(chunk, record)
+            if done[0] != len(chunk):
+                raise DatasiteError(f"the data server answered {done[0]} of {len(chunk)} clips")
+
+    def _post_batch(self, ids: list[str], on_record: Callable[[str, memoryview], None],
+                    ) -> None:  # fmt: skip
+        """``POST /v1/clips:batch`` through :attr:`blocks`, streaming records to
+        ``on_record``; retry 429s; map failures."""
         path, body = "/v1/clips:batch", json.dumps({"ids": ids}).encode()
         for attempt in range(self.retries + 1):
             try:
-                status, headers, data = self.blocks.post(path, body, "application/json")
+                status, headers, data = self.blocks.post(path, body, "application/json",
+                                                         on_record)  # fmt: skip
             except Truncated as exc:
                 raise DatasiteError(
                     f"the data server at {self.url} cut its answer short ({exc}); nothing of "
                     "it is used: retry, and check that the server is running"
                 ) from exc
+            except WireError as exc:
+                raise DatasiteError(f"malformed answer from the data server: {exc}") from exc
             except (OSError, ValueError, IndexError) as exc:
                 raise DatasiteError(
                     f"cannot talk to the data server at {self.url} ({exc.__class__.__name__}: "
@@ -319,25 +385,10 @@ class RemoteSite:
                 except (ValueError, AttributeError):
                     detail = bytes(data[:300]).decode("utf-8", "replace")
                 raise DatasiteError(f"data server refused POST {path} ({status}): {detail}")
-            return headers, data
+            if not headers.get("content-type", "").startswith(BATCH_TYPE):
+                raise DatasiteError(f"unexpected answer type {headers.get('content-type')!r}")
+            return
         raise AssertionError("unreachable")
-
-    @staticmethod
-    def _parse(answer: tuple[dict[str, str], memoryview], ids: list[str]) -> list[np.ndarray]:
-        """Read-only arrays viewing the answer's buffer (one buffer per batch, no copy)."""
-        headers, body = answer
-        if not headers.get("content-type", "").startswith(BATCH_TYPE):
-            raise DatasiteError(f"unexpected answer type {headers.get('content-type')!r}")
-        try:
-            items = decode_batch(body)
-            if [cid for cid, _ in items] != ids:
-                raise WireError("the answer's clip ids differ from those asked for")
-            arrays = [npy_array(buf) for _, buf in items]
-        except WireError as exc:
-            raise DatasiteError(f"malformed answer from the data server: {exc}") from exc
-        for a in arrays:
-            a.flags.writeable = False
-        return arrays
 
     def close(self) -> None:
         """Close the connection pools."""
