@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydicom.valuerep import validate_value
 
@@ -76,3 +78,18 @@ def test_shift_da(value: str, days: int, expected: str | None) -> None:
 def test_shift_dt_keeps_time_and_precision(value: str, expected: str | None) -> None:
     days = -1 if len(value) >= 6 else -365
     assert shift_dt(value, days) == expected
+
+
+@pytest.mark.parametrize("name", ["examples_ybr_color.dcm", "US1_UNCR.dcm",
+                                  "color3d_jpeg_baseline.dcm"])  # fmt: skip
+def test_study_uid_alone_equals_the_full_walk(pydicom_file: Any, name: str) -> None:
+    """``Deidentifier.study_uid`` (the service keeps only this) is what ``deidentify`` gives."""
+    import pydicom
+
+    ds = pydicom.dcmread(pydicom_file(name))
+    deid = Deidentifier(b"study-uid-secret-0123456789abcdef")
+    full = deid.deidentify(ds)
+    assert deid.study_uid(ds) == full.study_uid == str(full.dataset.StudyInstanceUID)
+    assert deid.study_uid(ds) != str(ds.StudyInstanceUID)
+    del ds.StudyInstanceUID
+    assert deid.study_uid(ds) == deid.deidentify(ds).study_uid == ""

@@ -120,6 +120,19 @@ class Deidentifier:
         _rebuild_file_meta(out, ds)
         return DeidResult(out, pseudonym, str(out.get("StudyInstanceUID", "")), walk.actions)
 
+    def study_uid(self, ds: Dataset) -> str:
+        """The Study Instance UID :meth:`deidentify` gives ``ds``, without the rest of the header.
+
+        The same rule and action as the full walk, applied to that one element: for
+        callers (the screening service) that keep nothing of a header but the study it
+        belongs to. ``""`` when ``ds`` has none.
+        """
+        one = Dataset()
+        if "StudyInstanceUID" in ds:
+            one.add(copy.deepcopy(ds["StudyInstanceUID"]))
+        _Walk(self, 0).dataset(one)  # UIDs are not dates: no shift is applied
+        return str(one.get("StudyInstanceUID", ""))
+
     def _mark(self, out: Dataset) -> None:
         burned = str(out.get("BurnedInAnnotation", "")).strip().upper()
         out.PatientIdentityRemoved = "YES" if burned == "NO" else "NO"

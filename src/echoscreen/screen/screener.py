@@ -143,10 +143,10 @@ def read_file(data: bytes, spec: PreprocessSpec,
         ds = load_dataset(data)
         deid = Deidentifier(key)
         tensor = model_clip(ds, spec, deid.policy)  # the clip's frames only, cleaned
-        clean = deid.deidentify(ds).dataset  # the header profile; only the study UID leaves
+        study = deid.study_uid(ds)  # nothing else of the header leaves this function
     except Exception as exc:  # one bad file must not stop the study
         return None, "", _why(exc)
-    return tensor.pixels, str(clean.get("StudyInstanceUID", "")), None
+    return tensor.pixels, study, None
 
 
 class Screener:
