@@ -1,8 +1,9 @@
 """Benchmark: clips/s through the remote data server (mTLS on loopback) vs the local store.
 
 Both routes read every clip of a dataset through the same ``ClipDataset`` +
-``make_loader`` (batch ``--batch``, prefetch depth 2 plus one request of several
-batches, up to a quarter of the cache: 64 MB, or 3/4 of the data if less), in two ways:
+``make_loader`` (batch ``--batch``; requests of several batches, up to a quarter of
+the cache: 64 MB, or 3/4 of the data if less; fetched ahead up to 3/4 of the cache;
+each clip handed over as soon as it arrives), in two ways:
 
 * **fresh**: a new dataset each pass, so each pass also opens its connections
   (TLS handshakes) and asks for the session; the clip list is fetched before timing.
@@ -35,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,16 @@ class Counted:
         self.fetched += len(ids)
         return self.inner.fetch(ids)
 
+    def fetch_each(self, ids: Sequence[str], on_clip: Callable[[str, np.ndarray], None]) -> None:
+        """Fetch through the inner source clip by clip where it can, counting."""
+        each = getattr(self.inner, "fetch_each", None)
+        if each is None:
+            for cid, arr in zip(ids, self.fetch(ids), strict=True):
+                on_clip(cid, arr)
+            return
+        self.fetched += len(ids)
+        each(ids, on_clip)
+
     def close(self) -> None:
         """Close the inner source."""
         self.inner.close()
@@ -123,7 +134,7 @@ def one_pass(ds: ClipDataset, batch: int, server: int) -> tuple[float, float, fl
     assert isinstance(src, Counted)
     before = src.fetched
     c0, s0, t0 = time.process_time(), cpu_s(server), time.perf_counter()
-    n = sum(x.shape[0] for x, _ in make_loader(ds, batch, depth=2))
+    n = sum(x.shape[0] for x, _ in make_loader(ds, batch))
     t1, c1, s1 = time.perf_counter(), time.process_time(), cpu_s(server)
     if src.fetched - before < n:
         raise SystemExit(f"only {src.fetched - before} of {n} clips were fetched")
@@ -197,6 +208,7 @@ def main() -> None:
                             one_pass(fresh, a.batch, server.pid))  # fmt: skip
                     runs.setdefault(("kept", k), []).append(one_pass(kept[k], a.batch, server.pid))
             per_request = kept["remote"].request_clips(a.batch)
+            ahead = kept["remote"].ahead_batches(a.batch)
             for ds in kept.values():
                 ds.close()
         finally:
@@ -206,7 +218,8 @@ def main() -> None:
     mb = np.prod(shape) / 1e6
     print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"torch {torch.__version__}; clip {'x'.join(map(str, shape))} uint8 ({mb:.2f} MB), "
-          f"{a.clips} clips, batch {a.batch}, {per_request} clips per request")  # fmt: skip
+          f"{a.clips} clips, batch {a.batch}, {per_request} clips per request, "
+          f"{ahead} batches ahead")  # fmt: skip
     total_mb = a.clips * mb
     print(f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     for mode, what in (("fresh", "a fresh dataset each pass (connections, clip list)"),

@@ -14,11 +14,12 @@ Item ``i`` is ``(tensor, meta)``:
 Reads go through a byte-bounded in-memory LRU cache and a thread pool:
 :meth:`ClipDataset.prefetch` starts fetching clips before they are asked for, in
 requests of at most the source's ``max_batch`` clips. :class:`PrefetchBatchSampler`
-calls it for the batches ahead of the one being consumed, grouping several loader
-batches into one request of about ``request_bytes`` (a data server's per-request
-cost - identity checks, grant query, audit commit - is then shared by more clips),
-and :func:`make_loader` builds a DataLoader that uses it (and ``__getitems__``).
-Nothing is written to disk.
+calls it for the batches ahead of the one being consumed (as many as fill a fraction
+of the cache), grouping several loader batches into one request of about
+``request_bytes`` (a data server's per-request cost - identity checks, grant query,
+audit commit - is then shared by more clips), and :func:`make_loader` builds a
+DataLoader that uses it (and ``__getitems__``). Each clip is handed over as soon as it
+arrives, not when its whole request has. Nothing is written to disk.
 """
 
 from __future__ import annotations
