@@ -47,3 +47,16 @@ def test_cache_without_touch_evicts_in_arrival_order() -> None:
     assert cache.get("0", touch=False) is not None
     cache.put("3", np.zeros(1000, np.uint8))
     assert "0" not in cache and "1" in cache  # reading "0" did not keep it
+
+
+def test_closing_fails_clips_still_on_their_way(served: Served) -> None:
+    ds = ClipDataset(RemoteSite(served.url, served.ids["alice"]), "cohort-a", None, workers=1)
+    ids = [c.id for c in ds.clips]
+    with ds._lock:  # two requests behind one worker; closing may cancel the second
+        futures = {**ds._start(ids[:4]), **ds._start(ids[4:])}
+    ds.close()
+    assert futures and all(f.done() for f in futures.values()) and not ds._inflight
+    for cid, f in futures.items():  # each came whole, or raises: never waits forever
+        err = f.exception()
+        assert isinstance(err, DatasiteError) if err else np.array_equal(
+            f.result(), served.truth["cohort-a"][cid])  # fmt: skip

@@ -44,6 +44,7 @@ from torch.utils.data import SequentialSampler as _Sequential
 
 from echoscreen.data.cache import ByteLRU
 from echoscreen.data.sources import ClipInfo, SiteSource
+from echoscreen.errors import DatasiteError
 
 LABELS = ("normal", "borderline", "definite")
 Transform = Callable[[torch.Tensor], Any]
@@ -231,10 +232,16 @@ class ClipDataset(Dataset[Item]):
         return [found[c] for c in ids]
 
     def close(self) -> None:
-        """Stop the fetching threads, drop the cache and close the source."""
+        """Stop the fetching threads, drop the cache and close the source.
+
+        Clips still waited for (their fetch was cancelled) raise ``DatasiteError``.
+        """
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        with self._lock:
+            orphans = dict(self._inflight)
+        self._fail(orphans, DatasiteError("the clip dataset was closed before this clip came"))
         self._cache.clear()
         self.source.close()
 
