@@ -17,6 +17,7 @@ from echoscreen.models import (
     to_input,
 )
 from echoscreen.models.onnx import example_inputs
+from echoscreen.models.view import ViewNet
 
 SMALL = ModelConfig(size="small", frames=8, image=32)
 TINY_LARGE = ModelConfig(size="large", frames=4, image=16)
@@ -138,3 +139,24 @@ def test_to_input_scales_uint8_to_unit_range() -> None:
     assert to_input(y) is not None and torch.equal(to_input(y), y)
     with pytest.raises(ConfigError):
         to_input(torch.zeros(2, dtype=torch.int64))
+
+
+def test_view_net_ignores_the_clips_gain_and_contrast() -> None:
+    torch.manual_seed(0)
+    model = create_model("view", SMALL).eval()
+    assert isinstance(model, ViewNet)
+    x = 0.1 + 0.5 * torch.rand(2, 3, 8, 32, 32)
+    with torch.no_grad():
+        ref = model.embed(x)
+        dimmer = model.embed(0.6 * x + 0.05)  # another scanner gain: same clip, other levels
+        other = model.embed(x.pow(3))  # another picture (not an affine change)
+    scale = ref.abs().max()
+    assert (ref - dimmer).abs().max() < 1e-2 * scale  # only the 1e-3 guard of the std differs
+    assert (ref - other).abs().max() > 0.1 * scale
+
+
+def test_view_weights_from_before_standardisation_do_not_load() -> None:
+    state = create_model("view", SMALL).state_dict()
+    del state["level"]  # what a package published before the buffer existed holds
+    with pytest.raises(RuntimeError, match="level"):
+        create_model("view", SMALL).load_state_dict(state)

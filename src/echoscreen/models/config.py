@@ -38,13 +38,14 @@ class Arch:
 
 
 #: the two sizes; "small" trains on 2 CPU cores in minutes, "large" is meant for a GPU.
-#: The small view CNN has 4 stages so its receptive field (31 px) spans half a 64 px frame:
-#: with 3 stages (15 px) held-out view accuracy on a 40-study phantom run was 0.83, with 4, 0.94.
+#: The view CNN's stages set its receptive field: 3 stages (15 px) gave held-out view
+#: accuracy 0.83 on a 40-study phantom run, 4 (31 px, half a 64 px frame) 0.94; a 5th
+#: (63 px: the whole heart, so a4c and a5c differ by layout) 0.92 -> 0.945 (docs/models.md).
 ARCHS: dict[str, Arch] = {
-    "small": Arch(view_widths=(16, 32, 64, 128), view_depth=1, clip_widths=(16, 32, 64),
+    "small": Arch(view_widths=(16, 32, 64, 128, 128), view_depth=1, clip_widths=(16, 32, 64),
                   clip_depth=1, embed=64),
-    "large": Arch(view_widths=(32, 64, 128, 256), view_depth=2, clip_widths=(32, 64, 128, 256),
-                  clip_depth=2, embed=256),
+    "large": Arch(view_widths=(32, 64, 128, 256, 256), view_depth=2,
+                  clip_widths=(32, 64, 128, 256), clip_depth=2, embed=256),
 }  # fmt: skip
 
 

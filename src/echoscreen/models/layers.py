@@ -52,6 +52,27 @@ def add_colourfulness(x: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([x, chroma], dim=dim)
 
 
+def standardise_clips(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    """Give every clip the same brightness and contrast (per clip, over all its pixels).
+
+    ``level + level[1] * (x - mean) / (std + 1e-3)`` with one mean and standard deviation
+    per clip, over channels, frames and pixels: the gain and contrast a scanner or
+    operator chose no longer reach the network; the layout does.
+
+    Args:
+        x: (B, C, T, S, S) float clips.
+        level: (2,) ``[mean, scale]`` of the output (e.g. ``[0.2, 0.2]``: the phantom's
+            typical clip mean and standard deviation, so the output stays near [0, 1]).
+
+    Returns:
+        (B, C, T, S, S) standardised clips.
+    """
+    dims = tuple(range(1, x.dim()))
+    mean = x.mean(dim=dims, keepdim=True)
+    std = (x - mean).pow(2).mean(dim=dims, keepdim=True).sqrt()
+    return level[0] + level[1] * (x - mean) / (std + 1e-3)
+
+
 def norm2d(channels: int) -> nn.Module:
     """BatchNorm for the frame-level CNN (batches hold B*T frames, plenty for statistics)."""
     return nn.BatchNorm2d(channels)

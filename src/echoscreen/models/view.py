@@ -1,9 +1,11 @@
 """The view classifier: a frame-level 2D CNN pooled over time.
 
-Every frame goes through the same small CNN (input RGB + colourfulness); the frame
-features are pooled over space and then over time (mean and max), and two heads give
-the view (7 logits, :data:`~echoscreen.models.config.VIEWS`) and B-mode vs colour
-Doppler (1 logit, positive = Doppler).
+Each clip is first standardised (one brightness and contrast for every clip, so the
+scanner's gain does not matter); every frame then goes through the same small CNN
+(input RGB + colourfulness) whose last stage sees the whole frame; the frame features
+are pooled over space and then over time (mean and max), and two heads give the view
+(7 logits, :data:`~echoscreen.models.config.VIEWS`) and B-mode vs colour Doppler
+(1 logit, positive = Doppler).
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ import torch
 from torch import nn
 
 from echoscreen.models.config import VIEWS, ModelConfig
-from echoscreen.models.layers import ConvBlock2d, add_colourfulness, mean_max
+from echoscreen.models.layers import ConvBlock2d, add_colourfulness, mean_max, standardise_clips
+
+#: mean and scale of a standardised clip (about the phantom's mean and standard deviation)
+CLIP_LEVEL = (0.2, 0.2)
 
 
 class ViewNet(nn.Module):
@@ -32,6 +37,10 @@ class ViewNet(nn.Module):
             stages.append(ConvBlock2d(c_in, width, arch.view_depth))
             c_in = width
         self.frames = nn.Sequential(*stages)
+        # a buffer, so weights saved before standardisation existed fail to load (not
+        # silently run on unstandardised input)
+        self.level: torch.Tensor
+        self.register_buffer("level", torch.tensor(CLIP_LEVEL))
         feat = 4 * widths[-1]  # [mean, max] over space, then [mean, max] over time
         self.drop = nn.Dropout(cfg.dropout)
         self.view_head = nn.Linear(feat, len(VIEWS))
@@ -47,7 +56,7 @@ class ViewNet(nn.Module):
             (B, 4 * widths[-1]) features.
         """
         b = x.shape[0]
-        x = add_colourfulness(x, dim=1)  # (B, 4, T, S, S)
+        x = add_colourfulness(standardise_clips(x, self.level), dim=1)  # (B, 4, T, S, S)
         frames = x.transpose(1, 2).flatten(0, 1)  # (B*T, 4, S, S)
         f = mean_max(self.frames(frames), dims=(2, 3))  # (B*T, 2C)
         f = f.unflatten(0, (b, -1)).transpose(1, 2)  # (B, 2C, T)
