@@ -21,6 +21,7 @@ from echoscreen.train.calibrate import (
 )
 from echoscreen.train.checkpoint import load
 from echoscreen.train.data import build_loaders
+from echoscreen.train.dist import read_env
 
 
 def test_overconfident_logits_get_a_temperature_above_one() -> None:
@@ -71,11 +72,13 @@ def test_fit_calibrates_on_validation_and_best_carries_it(tiny_cfg: TrainConfig,
     mcfg = ModelConfig(frames=cfg.frames, image=cfg.size)
     model = create_model("rhd", mcfg)
     model.load_state_dict(best["model"])
+    device = read_env().device  # where fit calibrated (bf16 autocast on a GPU)
     loaders = build_loaders(cfg)
     try:
-        screen, _, y = study_logits(model, loaders.val, cfg, torch.device("cpu"))
+        screen, _, y = study_logits(model.to(device), loaders.val, cfg, device)
     finally:
         loaders.close()
+    screen, y, model = screen.cpu(), y.cpu(), model.cpu()
     assert math.isclose(screen_nll(screen, (y > 0).long(), 1.0), fitted["screen"]["nll_after"],
                         rel_tol=1e-4, abs_tol=1e-6)  # fmt: skip
     preds = json.loads((cfg.run / "predictions_val.json").read_text())

@@ -97,7 +97,9 @@ class RHDNet(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.attn_v = nn.Linear(d, d // 2)
         self.attn_u = nn.Linear(d, d // 2)
-        self.attn_w = nn.Linear(d // 2, 1)
+        # no bias: the softmax over a study's clips ignores a shift shared by all of them,
+        # so a bias would get no gradient and never train
+        self.attn_w = nn.Linear(d // 2, 1, bias=False)
         self.drop = nn.Dropout(cfg.dropout)
         self.clip_head = nn.Linear(d, 1)
         self.screen_head = nn.Linear(d, 1)
