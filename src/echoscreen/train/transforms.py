@@ -15,6 +15,7 @@ import hashlib
 import torch
 import torch.nn.functional as F
 
+from echoscreen.data.dataset import stack
 from echoscreen.models import to_input
 
 #: brightness shift (added) and contrast factor (multiplied) ranges of the jitter
@@ -62,8 +63,8 @@ def windows(clips: torch.Tensor, frames: int, size: int,
             offsets: list[int | None]) -> torch.Tensor:  # fmt: skip
     """Model input of a batch of stored clips: each clip's temporal window, scaled and resized.
 
-    Batched (one gather, one resize), on whatever device ``clips`` is on: training moves
-    the uint8 batch to the GPU first and transforms it there.
+    One cast and one resize for the batch, on whatever device ``clips`` is on: training
+    moves the uint8 batch to the GPU first and transforms it there.
 
     Args:
         clips: ``uint8 (B, 3, T, S, S)``.
@@ -77,15 +78,17 @@ def windows(clips: torch.Tensor, frames: int, size: int,
     if clips.dim() != 5 or clips.shape[1] != 3:
         raise ValueError(f"expected (B, 3, T, S, S) clips, got shape {tuple(clips.shape)}")
     total = clips.shape[2]
-    idx = torch.stack([frame_indices(total, frames, max_offset(total, frames) // 2 if o is None
-                                     else o) for o in offsets]).to(clips.device)  # fmt: skip
-    rows = torch.arange(len(offsets), device=clips.device)[:, None]
-    x = to_input(clips[rows, :, idx])  # (B, T', 3, S, S)
+    picked = [c.index_select(1, frame_indices(total, frames, max_offset(total, frames) // 2
+                                              if o is None else o).to(clips.device))
+              for c, o in zip(clips, offsets, strict=True)]  # fmt: skip
+    x = to_input(stack(picked))  # (B, 3, T', S, S): contiguous frame copies, one cast
     if x.shape[-1] != size or x.shape[-2] != size:
-        flat = F.interpolate(x.flatten(0, 1), size=(size, size), mode="bilinear",
-                             align_corners=False, antialias=True)  # fmt: skip
-        x = flat.unflatten(0, x.shape[:2])
-    return x.transpose(1, 2).contiguous()
+        # every (channel, frame) plane is resized on its own: (B, 3 T', S, S) is a free view
+        b, t = x.shape[0], x.shape[2]
+        x = F.interpolate(x.reshape(b, 3 * t, x.shape[-2], x.shape[-1]), size=(size, size),
+                          mode="bilinear", align_corners=False, antialias=True)  # fmt: skip
+        x = x.reshape(b, 3, t, size, size)
+    return x.contiguous()
 
 
 def prepare(clip: torch.Tensor, frames: int, size: int, offset: int | None = None) -> torch.Tensor:
@@ -111,12 +114,13 @@ def _augment(clips: torch.Tensor, frames: int, size: int,
     hi = max_offset(clips.shape[2], frames)
     offsets: list[int | None] = [int(torch.randint(0, hi + 1, (1,), generator=g)) for g in gens]
     u = torch.stack([torch.rand(2, generator=g) for g in gens]) * 2 - 1  # (B, 2), CPU
-    x = windows(clips, frames, size, offsets)
+    x = windows(clips, frames, size, offsets)  # a fresh tensor: jittered in place
     shape = (-1, 1, 1, 1, 1)
     contrast = (1 + CONTRAST * u[:, 0]).to(x.device).view(shape)
     brightness = (BRIGHTNESS * u[:, 1]).to(x.device).view(shape)
-    mean = x.mean(dim=(1, 2, 3, 4), keepdim=True)
-    return ((x - mean) * contrast + mean + brightness).clamp_(0.0, 1.0)
+    mean = x.flatten(1).mean(dim=1).view(shape)
+    # (x - mean) * contrast + mean + brightness, as one multiply and one add
+    return x.mul_(contrast).add_(mean * (1 - contrast) + brightness).clamp_(0.0, 1.0)
 
 
 def augment(clip: torch.Tensor, frames: int, size: int, gen: torch.Generator) -> torch.Tensor:
