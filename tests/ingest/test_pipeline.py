@@ -151,6 +151,9 @@ def test_listen_ingests_studies_pushed_by_storescu(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # as a shell without job control starts a background command: SIGINT ignored; the
+        # listener must still stop on it (it once ignored Ctrl-C when started that way)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
         echo = [echoscu, "-aec", "ECHOSCREEN", "127.0.0.1", str(port)]

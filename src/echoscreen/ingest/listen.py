@@ -28,7 +28,7 @@ def listen(
     say: Callable[[str], None],
     stop: threading.Event | None = None,
 ) -> IngestReport:
-    """Serve C-STORE until ``stop`` is set, Ctrl-C, or SIGTERM; ingest every study received.
+    """Serve C-STORE until ``stop`` is set, SIGINT (Ctrl-C) or SIGTERM; ingest every study received.
 
     Studies are ingested one at a time on the listener's worker thread, after the
     association that carried them ends. Messages passed to ``say`` name no patient data
@@ -55,9 +55,13 @@ def listen(
     stop = stop or threading.Event()
     scp = StoreSCP(on_study, port=port, ae_title=aet, host=host)
     scp.start()
-    previous: Any = None
+    previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        # handled explicitly, not through KeyboardInterrupt: a process started in the
+        # background by a shell without job control inherits SIGINT ignored, and Python
+        # then never raises KeyboardInterrupt (the listener would not stop on Ctrl-C)
+        previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                    for sig in (signal.SIGINT, signal.SIGTERM)}  # fmt: skip
     say(f"listening as {aet} on {host}:{scp.port}; Ctrl-C stops")
     try:
         while not stop.wait(0.25):
@@ -66,6 +70,6 @@ def listen(
         pass
     finally:
         scp.stop()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return runner.finish()
