@@ -201,14 +201,14 @@ class Screener:
         return clips, skipped, len(studies)
 
     def _inputs(self, task: str, clips: list[ClipResult]) -> np.ndarray:
-        """Model input ``float32 (N, 3, T', S', S')`` by the train transform ``prepare``."""
+        """Model input ``float32 (N, 3, T', S', S')``: centred windows, as evaluation."""
         import torch
 
-        from echoscreen.data.dataset import stack
-        from echoscreen.train.transforms import prepare
+        from echoscreen.train.transforms import windows
 
         frames, size = self.package.input_shape(task)
-        return stack([prepare(torch.from_numpy(c.pixels), frames, size) for c in clips]).numpy()
+        batch = torch.from_numpy(np.stack([c.pixels for c in clips]))
+        return windows(batch, frames, size, [None] * len(clips)).numpy()
 
     def classify(self, clips: list[ClipResult]) -> None:
         """Fill each clip's view, confidence, p_view, doppler and p_doppler."""

@@ -56,11 +56,11 @@ def saliency(model: Any, package: ModelPackage,
     """
     import torch
 
-    from echoscreen.data.dataset import stack
-    from echoscreen.train.transforms import frame_indices, max_offset, prepare
+    from echoscreen.train.transforms import frame_indices, max_offset, windows
 
     frames, size = package.input_shape("rhd")
-    x = stack([prepare(torch.from_numpy(c.pixels), frames, size) for c in evidence])[None]
+    batch = torch.from_numpy(np.stack([c.pixels for c in evidence]))
+    x = windows(batch, frames, size, [None] * len(evidence))[None]
     x.requires_grad_(True)
     mask = torch.ones((1, len(evidence)), dtype=torch.bool)
     views = torch.tensor([[VIEWS.index(c.view) for c in evidence]], dtype=torch.int64)
