@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from echoscreen.cpus import usable_cpus
 from echoscreen.data import ClipDataset, LocalSite, make_loader
 from echoscreen.models import VIEWS, ModelConfig, create_model
 from echoscreen.train.loop import autocast
@@ -138,7 +139,7 @@ def train_cmd(site: Path, run: Path, ranks: int, batch: int, epochs: int,
     else:
         torchrun = str(Path(sys.executable).with_name("torchrun"))
         cmd = [torchrun, "--nproc-per-node", str(ranks), "--standalone", "-m", "echoscreen", *args]
-    threads = str(max(1, (os.cpu_count() or 1) // ranks))
+    threads = str(max(1, usable_cpus() // ranks))
     env = {**os.environ, "OMP_NUM_THREADS": threads}
     if not gpu:
         env["CUDA_VISIBLE_DEVICES"] = ""
@@ -164,7 +165,7 @@ def main() -> None:
           f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         site = make_site(Path(tmp), a.studies)
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(usable_cpus())
         rates = data_path(site, a.batch, a.steps, torch.device("cpu"))
         print(f"(a) view model, batch {a.batch}, {a.steps} steps, input 3x{FRAMES}x{SIZE}x{SIZE}")
         _print_rates(rates)

@@ -56,11 +56,14 @@ def read_env() -> DistEnv:
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
-        gpus, per_host = torch.cuda.device_count(), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        if per_host > gpus:
+        # LOCAL_WORLD_SIZE is torchrun's; ipyparallel engines set only LOCAL_RANK
+        gpus = torch.cuda.device_count()
+        per_host = int(os.environ.get("LOCAL_WORLD_SIZE", str(local + 1)))
+        if local >= gpus or per_host > gpus:
             raise ConfigError(
-                f"{per_host} processes on this host but {gpus} GPU(s): NCCL cannot share a GPU "
-                f"between ranks; use --nproc-per-node {gpus}, or hide the GPUs "
+                f"{max(per_host, local + 1)} processes on this host but {gpus} GPU(s): NCCL "
+                f"cannot share a GPU between ranks; use --nproc-per-node {gpus} (or a cluster "
+                f"of {gpus} engines), or hide the GPUs "
                 "(CUDA_VISIBLE_DEVICES=) to train on the CPU with gloo")
         device = torch.device("cuda", local)
     else:
