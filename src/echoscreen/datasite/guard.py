@@ -137,6 +137,10 @@ class GuardMiddleware:
 
         try:
             await self.app(scope, receive, audited_send)
+        except BaseException:  # an answer that failed after it began is not a success
+            if sent["status"] and not sent["audited"]:
+                state.setdefault("audit_status", 500)
+            raise
         finally:
             if not sent["audited"]:
                 await record()
