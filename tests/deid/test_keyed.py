@@ -93,3 +93,36 @@ def test_study_uid_alone_equals_the_full_walk(pydicom_file: Any, name: str) -> N
     assert deid.study_uid(ds) != str(ds.StudyInstanceUID)
     del ds.StudyInstanceUID
     assert deid.study_uid(ds) == deid.deidentify(ds).study_uid == ""
+
+
+def test_a_kept_sequence_sent_as_un_is_still_walked() -> None:
+    """A K-listed sequence that arrives with VR UN is decoded and its items de-identified."""
+    import io
+
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = "1", "99X", "x"
+    item.PatientName = "SECRET^NAME"
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    ds.StudyInstanceUID, ds.PatientID = generate_uid(), "PID-1"
+    ds.EthnicGroupCodeSequence = [item]
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    raw = buf.getvalue()
+    # re-encode the sequence's VR as UN (what a peer that does not know the tag sends)
+    tag = b"\x10\x00\x61\x21"  # (0010,2161) Ethnic Group Code Sequence, little endian
+    at = raw.index(tag + b"SQ")
+    raw = raw[:at + 4] + b"UN" + raw[at + 6:]
+    original = pydicom.dcmread(io.BytesIO(raw))
+    clean = Deidentifier(b"un-sequence-secret-0123456789abcdef").deidentify(original).dataset
+    out = io.BytesIO()
+    clean.save_as(out, enforce_file_format=True)
+    assert b"SECRET" not in out.getvalue()

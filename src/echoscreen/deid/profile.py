@@ -244,8 +244,10 @@ class _Walk:
 
 
 def _plain_vr(elem: Any) -> bool:
-    """The element's VR is stated and is not SQ: keeping it needs no look at its value."""
-    return getattr(elem, "VR", None) not in (None, "SQ")
+    """The element's VR is stated and is neither SQ nor UN: keeping it needs no look at its
+    value. UN may hide a sequence (explicit-VR files from some peers): those are decoded
+    so that their items are walked."""
+    return getattr(elem, "VR", None) not in (None, "SQ", "UN")
 
 
 def _default_action(elem: DataElement, policy: DeidPolicy) -> str:
