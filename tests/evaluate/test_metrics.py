@@ -74,6 +74,32 @@ def test_operating_point_is_highest_threshold_reaching_the_sensitivity() -> None
     assert np.isnan(m.threshold_for_sensitivity(_lab(0, 0), _arr(0.1, 0.2)))
 
 
+def test_student_t_quantiles_match_the_table() -> None:
+    for q, dof, table in ((0.90, 3, 1.6377), (0.975, 1, 12.7062), (0.95, 10, 1.8125),
+                          (0.90, 1e6, 1.2816), (0.10, 5, -1.4759)):  # fmt: skip
+        assert m.student_t_quantile(q, dof) == pytest.approx(table, abs=2e-4)
+
+
+def test_predictive_threshold_keeps_the_target_for_new_positives() -> None:
+    """With 5 validation positives the empirical rule (the lowest positive) lets a new positive
+    through with probability 5/6 = 0.83 < 0.90; the predictive threshold keeps 0.90."""
+    rng = np.random.default_rng(0)
+    y = _lab(1, 1, 1, 1, 1, 0, 0)
+    hit_pred = hit_emp = 0
+    reps = 2000
+    for _ in range(reps):
+        z = rng.normal(1.5, 2.0, size=7)  # logits; only the positives matter
+        s = 1 / (1 + np.exp(-z))
+        new = 1 / (1 + np.exp(-rng.normal(1.5, 2.0)))
+        hit_pred += new >= m.threshold_predictive(y, s, 0.90)
+        hit_emp += new >= m.threshold_for_sensitivity(y, s, 0.90)
+    assert abs(hit_pred / reps - 0.90) < 0.025 and abs(hit_emp / reps - 5 / 6) < 0.025
+    assert np.isnan(m.threshold_predictive(_lab(1, 0), _arr(0.9, 0.1)))  # one positive
+    # identical positives: just below them, never above
+    t = m.threshold_predictive(_lab(1, 1, 0), _arr(0.8, 0.8, 0.1))
+    assert 0 < t <= 0.8
+
+
 def test_confusion_matrix_rows_true_columns_predicted() -> None:
     cm = m.confusion_matrix(_lab(0, 0, 1, 2, 2, 2), _lab(0, 1, 1, 2, 0, 2), 3)
     assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]

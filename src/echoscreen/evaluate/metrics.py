@@ -15,6 +15,7 @@ makes AUROC equal to the Mann-Whitney probability P(s+ > s-) + 0.5 P(s+ = s-).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,6 +173,48 @@ def threshold_for_sensitivity(y: IntArray, scores: FloatArray, target: float = 0
     tps, _, thr = weighted_counts(y, scores, np.ones((1, len(y))))
     sens = tps[0] / tps[0, -1]
     return float(thr[int(np.argmax(sens >= target - 1e-12))])
+
+
+def student_t_quantile(q: float, dof: float) -> float:
+    """Quantile ``q`` in (0, 1) of Student's t with ``dof`` > 0 degrees of freedom.
+
+    The CDF is the density integrated from 0 on a fine grid (trapezoids, 50,000 steps,
+    the grid's end doubled until it passes ``q``) and inverted by interpolation;
+    accurate to ~1e-6 for the quantiles used here.
+    """
+    if q < 0.5:
+        return -student_t_quantile(1 - q, dof)
+    log_c = math.lgamma((dof + 1) / 2) - math.lgamma(dof / 2) - 0.5 * math.log(dof * math.pi)
+    hi = 4.0
+    while True:
+        x = np.linspace(0.0, hi, 50001)
+        pdf = np.exp(log_c - (dof + 1) / 2 * np.log1p(x * x / dof))
+        cdf = 0.5 + np.r_[0.0, np.cumsum((pdf[1:] + pdf[:-1]) / 2) * (hi / 50000)]
+        if cdf[-1] >= q:
+            return float(np.interp(q, cdf, x))
+        hi *= 2
+
+
+def threshold_predictive(y: IntArray, probs: FloatArray, target: float = 0.90) -> float:
+    """A threshold that a *new* positive exceeds with probability ``target`` (smoothed rule).
+
+    The positives' logits ``z = log(p / (1 - p))`` (p clipped to [1e-6, 1 - 1e-6]) are
+    taken as normal with unknown mean and variance; the threshold is the ``1 - target``
+    quantile of the predictive (Student t) distribution of one more positive,
+    ``mean - t_{target, n-1} * sd * sqrt(1 + 1/n)``, mapped back to a probability.
+    Unlike the empirical rule it does not sit on the lowest validation positive: with
+    few positives it falls below them by an amount that grows with their spread.
+
+    Returns:
+        A threshold in (0, 1); NaN with fewer than two positives.
+    """
+    p = np.clip(probs[y == 1].astype(np.float64), 1e-6, 1 - 1e-6)
+    n = len(p)
+    if n < 2:
+        return float("nan")
+    z = np.log(p / (1 - p))
+    half = student_t_quantile(target, n - 1) * float(z.std(ddof=1)) * math.sqrt(1 + 1 / n)
+    return float(1 / (1 + math.exp(-(float(z.mean()) - half))))
 
 
 def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:

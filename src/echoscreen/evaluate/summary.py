@@ -64,19 +64,34 @@ def proportion(k: int, n: int, reason: str) -> dict[str, Any]:
 
 
 def operating_point(val: RhdPredictions, cfg: EvalConfig) -> dict[str, Any]:
-    """Threshold chosen on validation: the highest with sensitivity >= the target."""
+    """Threshold chosen on validation for a sensitivity of at least the target.
+
+    The lower of two thresholds: the empirical one (the highest with validation
+    sensitivity >= the target, which with a few positives is the lowest of them) and the
+    predictive one (:func:`~echoscreen.evaluate.metrics.threshold_predictive`: a new
+    positive exceeds it with probability >= the target under a normal model of the
+    positives' logits). The lower keeps the validation sensitivity at or above the
+    target and does not bet the unseen positives on the lowest validation positive.
+    """
     known = val.label_index >= 0
     y, s = (val.label_index[known] > 0).astype(np.int64), val.p_screen[known]
-    rule = f"highest threshold with validation sensitivity >= {cfg.target_sensitivity:.2f}"
+    rule = (f"lower of the highest threshold with validation sensitivity >= "
+            f"{cfg.target_sensitivity:.2f} and the predictive {1 - cfg.target_sensitivity:.2f} "
+            "quantile of a new positive (Student t on the positives' logits)")  # fmt: skip
     out: dict[str, Any] = {"source": "validation", "rule": rule, "n_val": int(known.sum()),
+                           "n_val_positive": int(y.sum()),
                            "target_sensitivity": cfg.target_sensitivity}  # fmt: skip
-    t = m.threshold_for_sensitivity(y, s, cfg.target_sensitivity)
-    if not math.isfinite(t):
+    empirical = m.threshold_for_sensitivity(y, s, cfg.target_sensitivity)
+    if not math.isfinite(empirical):
         return {**out, "threshold": None,
                 "reason": "the validation split has no screen-positive studies"}  # fmt: skip
+    predictive = m.threshold_predictive(y, s, cfg.target_sensitivity)
+    t = min(empirical, predictive) if math.isfinite(predictive) else empirical
     r = m.rates_at(y, s, t)
     spec = r.specificity
-    return {**out, "threshold": t, "val_sensitivity": r.sensitivity,
+    return {**out, "threshold": t, "threshold_empirical": empirical,
+            "threshold_predictive": predictive if math.isfinite(predictive) else None,
+            "val_sensitivity": r.sensitivity,
             "val_specificity": spec if math.isfinite(spec) else None}  # fmt: skip
 
 
