@@ -16,10 +16,14 @@ skips that hop here, where blocking the loop blocks only this connection), with 
 
 TLS: the context decides (TLS 1.3, client certificate required). A handshake refused
 by the TLS layer is reported to ``on_refused`` (the audit log), then the socket closes.
-Bounds: request head 16 KiB, ``max_connections`` concurrent connections (more are
-closed at once), ``handshake_timeout_s`` for the handshake and ``keep_alive_s`` for
-any read. ``should_exit`` stops accepting; requests in progress get ``grace_s`` to
-finish (their audit records are committed before their responses complete).
+Bounds: request head 16 KiB; ``keep_alive_s`` for any read. Handshakes are bounded
+apart from established connections, so unauthenticated connections cannot starve
+tenants: at most ``max_handshakes`` at once (a new one evicts the oldest) and
+``handshake_timeout_s`` in all for each (also swept from the accept loop, however
+slowly their bytes trickle). Only connections whose handshake succeeded (a client
+certificate of this site's CA) count toward ``max_connections``; more are closed.
+``should_exit`` stops accepting; requests in progress get ``grace_s`` to finish
+(their audit records are committed before their responses complete).
 """
 
 from __future__ import annotations
@@ -77,24 +81,28 @@ class ThreadedServer:
         port: TCP port.
         on_refused: called with the reason of each handshake the TLS layer refuses.
         keep_alive_s: socket timeout of every read once the handshake is done.
-        handshake_timeout_s: socket timeout during the handshake.
-        max_connections: connections served at once.
+        handshake_timeout_s: the most a handshake may take in all (seconds).
+        max_connections: established (authenticated) connections served at once.
+        max_handshakes: handshakes in progress at once; one more evicts the oldest.
         grace_s: how long requests in progress may take to finish at shutdown.
     """
 
     def __init__(self, app: Any, ctx: ssl.SSLContext, host: str, port: int, *,
                  on_refused: Callable[[str], None] | None = None, keep_alive_s: float = 30.0,
                  handshake_timeout_s: float = 10.0, max_connections: int = 64,
-                 grace_s: float = 10.0) -> None:  # fmt: skip
+                 max_handshakes: int = 128, grace_s: float = 10.0) -> None:  # fmt: skip
         self.app, self.ctx, self.host, self.port = app, ctx, host, port
         self.on_refused = on_refused
         self.keep_alive_s, self.handshake_timeout_s = keep_alive_s, handshake_timeout_s
-        self.max_connections, self.grace_s = max_connections, grace_s
+        self.max_connections, self.max_handshakes = max_connections, max_handshakes
+        self.grace_s = grace_s
         self.started = False
         self.should_exit = False
         self._lock = threading.Lock()
         # accepted socket -> [busy with a request, the socket in use (TLS once wrapped)]
         self._open: dict[socket.socket, list[Any]] = {}
+        # accepted socket still in its handshake -> [deadline, the socket in use]; oldest first
+        self._pending: dict[socket.socket, list[Any]] = {}
 
     def run(self) -> None:
         """Listen and serve until ``should_exit``; then close connections and return."""
@@ -104,6 +112,7 @@ class ThreadedServer:
         self.started = True
         try:
             while not self.should_exit:
+                self._sweep()
                 try:
                     raw, addr = listener.accept()
                 except (TimeoutError, InterruptedError):
@@ -112,18 +121,31 @@ class ThreadedServer:
                     log.exception("data server could not accept a connection")
                     time.sleep(0.5)
                     continue
-                with self._lock:
-                    full = len(self._open) >= self.max_connections
-                    if not full:
-                        self._open[raw] = [False, raw]
-                if full:
-                    raw.close()
-                    continue
+                with self._lock:  # the oldest handshake makes room (its thread sees it gone)
+                    evict = (self._pending.pop(next(iter(self._pending)))[1]
+                             if len(self._pending) >= self.max_handshakes else None)  # fmt: skip
+                    self._pending[raw] = [time.monotonic() + self.handshake_timeout_s, raw]
+                if evict is not None:
+                    _cut(evict)  # its thread fails the handshake and forgets it
                 threading.Thread(target=self._connection, args=(raw, addr), daemon=True,
                                  name="datasite-conn").start()  # fmt: skip
         finally:
             listener.close()
+            with self._lock:
+                pending = [s for _, s in self._pending.values()]
+            for s in pending:
+                _cut(s)
             self._drain()
+
+    def _sweep(self) -> None:
+        """Cut the handshakes past their deadline: CPython's ``do_handshake`` already
+        spends the socket timeout on the whole handshake, this makes it our guarantee."""
+        now = time.monotonic()
+        with self._lock:
+            late = [raw for raw, (deadline, _) in self._pending.items() if deadline < now]
+            cuts = [self._pending.pop(raw)[1] for raw in late]
+        for s in cuts:
+            _cut(s)
 
     def _drain(self) -> None:
         deadline = time.monotonic() + self.grace_s
@@ -132,37 +154,51 @@ class ThreadedServer:
                 busy = [s for b, s in self._open.values() if b]
                 idle = [s for b, s in self._open.values() if not b]
             for s in idle if busy and time.monotonic() < deadline else idle + busy:
-                # the fd only (SSLSocket.shutdown would drop its TLS state under the
-                # thread using it); wakes a thread blocked in recv
-                with contextlib.suppress(OSError):
-                    socket.socket.shutdown(s, socket.SHUT_RDWR)
+                _cut(s)
             if not busy or time.monotonic() >= deadline:
                 return
             time.sleep(0.02)
 
     def _handshake(self, raw: socket.socket) -> ssl.SSLSocket | None:
-        raw.settimeout(self.handshake_timeout_s)
+        """The TLS socket once the handshake succeeded; ``None`` (closed) otherwise."""
+        raw.settimeout(self.handshake_timeout_s)  # the whole handshake (and _sweep)
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        tls = None
         try:
             tls = self.ctx.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
-            self.mark(raw, False, tls)  # wrapping detached ``raw``: shut ``tls`` down at exit
+            with self._lock:  # wrapping detached ``raw``: a cut must go to ``tls``
+                if raw not in self._pending:
+                    raise ConnectionAbortedError("evicted or timed out before it began")
+                self._pending[raw][1] = tls
             tls.do_handshake()
+            tls.settimeout(self.keep_alive_s)
+            return tls
         except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
-            return None  # closed before TLS began (a port probe): nothing was refused
+            pass  # closed before TLS began (a port probe, a cut): nothing was refused
         except ssl.SSLError as exc:
-            if self.on_refused is not None:
+            with self._lock:
+                cut = raw not in self._pending
+            if self.on_refused is not None and not cut:
                 self.on_refused(f"TLS handshake refused: {exc.reason or exc}")
-            return None
-        except OSError:
-            return None
-        tls.settimeout(self.keep_alive_s)
-        return tls
+        except OSError:  # timed out, cut, reset
+            pass
+        if tls is not None:
+            tls.close()
+        return None
+
+    def _established(self, raw: socket.socket, tls: ssl.SSLSocket) -> bool:
+        """Move a connection from handshaking to established, if there is room for it."""
+        with self._lock:
+            if self._pending.pop(raw, None) is None or len(self._open) >= self.max_connections:
+                return False  # cut meanwhile, or full
+            self._open[raw] = [False, tls]
+            return True
 
     def _connection(self, raw: socket.socket, addr: Any) -> None:
         tls = None
         try:
             tls = self._handshake(raw)
-            if tls is not None:
+            if tls is not None and self._established(raw, tls):
                 loop = asyncio.new_event_loop()
                 try:
                     loop.run_until_complete(_Connection(self, raw, tls, addr).serve())
@@ -173,15 +209,22 @@ class ThreadedServer:
         finally:
             with self._lock:
                 self._open.pop(raw, None)
+                self._pending.pop(raw, None)
             (tls or raw).close()
 
-    def mark(self, raw: socket.socket, busy: bool, sock: socket.socket | None = None) -> None:
+    def mark(self, raw: socket.socket, busy: bool) -> None:
         """Note whether the connection accepted as ``raw`` is in the middle of a request."""
         with self._lock:
             if raw in self._open:
                 self._open[raw][0] = busy
-                if sock is not None:
-                    self._open[raw][1] = sock
+
+
+def _cut(sock: socket.socket) -> None:
+    """Shut a connection's socket down from another thread: the fd only
+    (``SSLSocket.shutdown`` would drop its TLS state under the thread using it); wakes
+    that thread's blocked handshake or recv, and it closes the socket."""
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 class _Connection:

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,9 @@ class ServerConfig:
         port: TCP port (0: pick a free one, see :func:`running`).
         limits: batch and rate bounds.
         log_level: level of the ``echoscreen.datasite`` logger (``datasite serve``).
+        max_connections: established (authenticated) connections at once.
+        max_handshakes: TLS handshakes in progress at once (one more evicts the oldest).
+        handshake_timeout_s: the most one TLS handshake may take, in seconds.
     """
 
     site: Path
@@ -40,6 +43,9 @@ class ServerConfig:
     port: int = 8443
     limits: Limits = field(default_factory=Limits)
     log_level: str = "warning"
+    max_connections: int = 64
+    max_handshakes: int = 128
+    handshake_timeout_s: float = 10.0
 
 
 def build(cfg: ServerConfig, site: Site, verifier: AttestationVerifier | None = None) -> Any:
@@ -61,7 +67,9 @@ def build(cfg: ServerConfig, site: Site, verifier: AttestationVerifier | None = 
 
     app = create_app(site, limits=cfg.limits, verifier=verifier, audit=audit)
     return ThreadedServer(app, server_context(paths), cfg.host, cfg.port, on_refused=refused,
-                          keep_alive_s=30.0)  # fmt: skip
+                          keep_alive_s=30.0, handshake_timeout_s=cfg.handshake_timeout_s,
+                          max_connections=cfg.max_connections,
+                          max_handshakes=cfg.max_handshakes)  # fmt: skip
 
 
 def tune_allocator(keep_bytes: int = 256 << 20) -> bool:
@@ -131,7 +139,7 @@ def running(cfg: ServerConfig, verifier: AttestationVerifier | None = None,
         DatasiteError: it did not start within ``timeout_s``.
     """
     if cfg.port == 0:
-        cfg = ServerConfig(cfg.site, cfg.host, free_port(cfg.host), cfg.limits, cfg.log_level)
+        cfg = replace(cfg, port=free_port(cfg.host))
     site = Site.open(cfg.site)
     server = build(cfg, site, verifier)
     thread = threading.Thread(target=server.run, name="datasite-server", daemon=True)
