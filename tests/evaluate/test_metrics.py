@@ -148,3 +148,20 @@ def test_weighted_auroc_matches_auroc_of_the_resampled_cases() -> None:
         assert m.average_precision_weighted(y, s, w[row : row + 1])[0] == pytest.approx(
             m.average_precision(y[idx], s[idx])
         )
+
+
+def test_ece_of_a_calibrated_model_is_large_on_few_cases() -> None:
+    """The three-class ECE of ~0.2 on 7 test studies is what sampling noise alone gives."""
+    from echoscreen.evaluate.summary import ece_if_calibrated
+
+    few = ece_if_calibrated(_arr(0.48, 0.55, 0.55, 0.64, 0.95, 0.95, 0.95), 10)
+    assert few is not None and 0.15 < few["mean"] < few["p95"] < 0.6
+    many = ece_if_calibrated(np.linspace(0.05, 0.95, 2000), 10)
+    assert many is not None and many["p95"] < 0.05  # noise fades with n
+    assert ece_if_calibrated(_arr(), 10) is None
+    # a draw from the model's own probabilities: its ECE falls in the null's range
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0, 1, 300)
+    y = (rng.uniform(0, 1, 300) < p).astype(np.int64)
+    null = ece_if_calibrated(p, 10)
+    assert null is not None and m.expected_calibration_error(y, p, 10) < 2 * null["p95"]

@@ -84,7 +84,10 @@ def _rhd_body(m: dict[str, Any]) -> str:
         cal = m[key]
         t = cal.get("temperature")
         how = "uncalibrated" if t is None else f"temperature-scaled on validation, T = {t:.2f}"
-        rows.append([f"{what} ({how})", fmt(cal["ece"])])
+        null = cal.get("ece_if_calibrated")
+        noise = "" if not null else (f" (a calibrated model would show {null['mean']:.3f} on "
+                                     f"these cases, 95% up to {null['p95']:.3f})")  # fmt: skip
+        rows.append([f"{what} ({how})", fmt(cal["ece"]) + escape(noise)])
     agg = [
         [
             escape(n),

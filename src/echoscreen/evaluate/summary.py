@@ -110,9 +110,26 @@ def aggregation(y: m.IntArray, pred: RhdPredictions, cfg: EvalConfig) -> dict[st
     return out
 
 
-def calibration(y: m.IntArray, probs: m.FloatArray, bins: int) -> dict[str, Any]:
-    """ECE and the reliability curve over equal-width bins."""
+def ece_if_calibrated(probs: m.FloatArray, bins: int, n_draw: int = 500,
+                      seed: int = 0) -> dict[str, float] | None:  # fmt: skip
+    """The ECE a perfectly calibrated model with these probabilities would show.
+
+    Outcomes are drawn as Bernoulli(p) for every case ``n_draw`` times; the ECE of each
+    draw is pure sampling noise (large on a few cases: one case alone in a bin adds
+    ``|p - outcome| / n``). Returns the mean and the 95th percentile, None without cases.
+    """
+    if len(probs) == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    draws = rng.random((n_draw, len(probs))) < probs
+    eces = [m.expected_calibration_error(d.astype(np.int64), probs, bins) for d in draws]
+    return {"mean": float(np.mean(eces)), "p95": float(np.quantile(eces, 0.95))}
+
+
+def calibration(y: m.IntArray, probs: m.FloatArray, bins: int, seed: int = 0) -> dict[str, Any]:
+    """ECE, the ECE expected of a calibrated model on these cases, the reliability curve."""
     return {"ece": estimate(m.expected_calibration_error(y, probs, bins), reason="no studies"),
+            "ece_if_calibrated": ece_if_calibrated(probs, bins, seed=seed),
             "bins": bins, "curve": m.reliability_curve(y, probs, bins)}  # fmt: skip
 
 
@@ -143,9 +160,10 @@ def rhd_metrics(val: RhdPredictions, test: RhdPredictions, cfg: EvalConfig) -> d
     out["confusion_3class"] = {"labels": list(LABELS),
                                "matrix": m.confusion_matrix(lab, pred3, 3).tolist()}  # fmt: skip
     out["accuracy_3class"] = proportion(int(np.sum(pred3 == lab)), len(lab), "no studies")
-    out["calibration"] = calibration(y, s, cfg.bins)
+    out["calibration"] = calibration(y, s, cfg.bins, cfg.seed)
     top3 = test.p3[known].max(axis=1) if len(lab) else np.zeros(0)
-    out["calibration_3class"] = calibration((pred3 == lab).astype(np.int64), top3, cfg.bins)
+    out["calibration_3class"] = calibration((pred3 == lab).astype(np.int64), top3, cfg.bins,
+                                            cfg.seed)  # fmt: skip
     sexes = [sex_group(x) for x, k in zip(test.sex, known, strict=True) if k]
     ages = [age_band(a) for a in test.age_years[known]]
     out["subgroups"] = {"sex": subgroup_table(y, s, sexes, t),
@@ -173,7 +191,7 @@ def view_metrics(test: ViewPredictions, cfg: EvalConfig) -> dict[str, Any]:
         "view_recall": per_view,
         "confusion_view": {"labels": list(VIEWS),
                            "matrix": m.confusion_matrix(true, pred, len(VIEWS)).tolist()},
-        "view_calibration": calibration(correct, conf, cfg.bins),
+        "view_calibration": calibration(correct, conf, cfg.bins, cfg.seed),
         "doppler_accuracy": proportion(int(np.sum(pd == yd)), len(yd), "no clips with known mode"),
         "doppler": ranking(yd, sd, cfg),
         "confusion_doppler": {"labels": ["b-mode", "doppler"], "threshold": 0.5,
