@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -120,3 +121,38 @@ def test_concurrent_appends_are_each_committed_once_in_one_chain(tmp_path: Path)
     head = (site.path / "audit.head").read_text()
     assert '"seq": 24' in head and recs[24].hash in head
     site.close()
+
+
+def test_two_writers_with_stale_heads_still_make_one_chain(tmp_path: Path) -> None:
+    """Each log chains onto the head it committed last; another writer's records in
+    between make its insert conflict, and it retries on the head read back."""
+    site = Site.init(tmp_path / "site")
+    a, b = AuditLog(site), AuditLog(site)  # as two processes would
+    order = [a, b, a, a, b, a, b, b]
+    seqs = [log.append(Event(f"w{i}", "grant", True)) for i, log in enumerate(order)]
+    assert seqs == list(range(1, 9))
+    assert [r.who for r in a.records()] == [f"w{i}" for i in range(8)]
+    assert a.verify() == [] and b.verify() == []
+    site.close()
+
+
+def test_head_file_survives_a_torn_slot_and_reads_the_old_format(
+        site_with_log: tuple[Site, AuditLog]) -> None:  # fmt: skip
+    from echoscreen.datasite.audithead import SLOT, read_head
+
+    site, log = site_with_log
+    path = site.path / "audit.head"
+    raw = bytearray(path.read_bytes())
+    assert len(raw) == 2 * SLOT and read_head(path) == (6, log.records(1)[0].hash)
+    newest = 0 if b'"seq": 6' in raw[:SLOT] else 1  # the slot the last commit wrote
+    raw[newest * SLOT + 20 : newest * SLOT + 30] = b"#" * 10  # a crash tore that write
+    path.write_bytes(bytes(raw))
+    assert read_head(path) == (5, log.records(2)[0].hash)  # the other slot: one earlier
+    assert log.verify() == []
+    raw[(1 - newest) * SLOT + 20 : (1 - newest) * SLOT + 30] = b"#" * 10
+    path.write_bytes(bytes(raw))
+    assert any("malformed" in p for _, p in log.verify())
+    path.write_text(json.dumps({"seq": 6, "hash": log.records(1)[0].hash}))  # before slots
+    assert log.verify() == []
+    _delete_last(site)
+    assert any("ends before its recorded head" in p for _, p in log.verify())

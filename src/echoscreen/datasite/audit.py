@@ -13,13 +13,16 @@ A keyed hash rather than a bare SHA-256 means someone who can write the catalog
 but not read the site keys cannot edit a record and re-compute the chain after it.
 
 Deleting the *newest* records leaves a valid shorter chain, so every append also
-writes the head ``(seq, hash)`` to ``SITE/audit.head`` (atomically, fsynced) after
-the row is committed; :func:`verify` requires the chain to reach that head.
+writes the head ``(seq, hash)`` to ``SITE/audit.head`` (durably, :mod:`.audithead`)
+after the row is committed; :func:`verify` requires the chain to reach that head.
 
 Appends are serialised by a lock within a process and by the primary key across
-processes (a conflicting insert is retried on the new head). Concurrent appends in
-one process are group-committed (:meth:`AuditLog.append`): one transaction and one
-head update for all the records queued while the previous commit ran.
+processes: each log remembers the head it last committed and chains onto it without
+asking the database; if another process appended meanwhile, the insert of the next
+``seq`` conflicts and is retried on the head read back. Concurrent appends in one
+process are group-committed (:meth:`AuditLog.append`): one transaction (one Core
+``INSERT``) and one head update for all the records queued while the previous commit
+ran.
 """
 
 from __future__ import annotations
@@ -33,12 +36,12 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
+from echoscreen.datasite.audithead import HeadError, read_head, write_head
 from echoscreen.datasite.schema import AuditRecord, ensure_tables
 from echoscreen.errors import DatasiteError
-from echoscreen.store.objects import atomic_write
 from echoscreen.store.site import Site
 
 GENESIS = "0" * 64
@@ -107,6 +110,8 @@ class AuditLog:
         self._queue_lock = threading.Lock()
         self._queue: list[_Slot] = []  # appended, not yet committed
         self._head_path = site.path / HEAD_FILE
+        self._last: tuple[int, str] | None = None  # the head this log last committed
+        self._slot = 0  # head file slot written next (alternates)
         ensure_tables(site.catalog)
 
     def _hash(self, fields: dict[str, Any]) -> str:
@@ -147,9 +152,11 @@ class AuditLog:
                 try:
                     seqs, digest = self._append_once([s.event for s in batch])
                 except SAIntegrityError:
-                    continue  # another process appended first: chain onto the new head
-                atomic_write(self._head_path,
-                             json.dumps({"seq": seqs[-1], "hash": digest}).encode())  # fmt: skip
+                    self._last = None  # another process appended first: read the new head
+                    continue
+                self._last = (seqs[-1], digest)
+                write_head(self._head_path, seqs[-1], digest, self._slot)
+                self._slot ^= 1
                 for s, seq in zip(batch, seqs, strict=True):
                     s.seq = seq
                 break
@@ -161,13 +168,16 @@ class AuditLog:
                 s.done = True
 
     def _append_once(self, events: list[Event]) -> tuple[list[int], str]:
-        """Insert ``events`` after the newest record in one transaction: (seqs, last hash)."""
+        """Insert ``events`` after the newest record in one transaction: (seqs, last hash).
+
+        Chains onto the head this log committed last, or the one read from the database.
+        """
         with self.site.catalog.session() as s:
-            last = s.execute(
+            last = self._last or s.execute(
                 select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)
             ).first()
             seq, prev = (last[0], last[1]) if last else (0, GENESIS)
-            seqs = []
+            seqs, rows = [], []
             for event in events:
                 seq += 1
                 fields = asdict(event)
@@ -177,8 +187,9 @@ class AuditLog:
                     if isinstance(fields[key], str):
                         fields[key] = fields[key][:2000]
                 prev = self._hash({f: fields[f] for f in _FIELDS})
-                s.add(AuditRecord(hash=prev, **{f: fields[f] for f in _FIELDS}))
+                rows.append({**{f: fields[f] for f in _FIELDS}, "hash": prev})
                 seqs.append(seq)
+            s.execute(insert(AuditRecord.__table__), rows)  # Core: no unit of work
         return seqs, prev
 
     def records(self, last: int | None = None) -> list[AuditRecord]:
@@ -218,13 +229,13 @@ class AuditLog:
         return problems
 
     def _check_head(self, hashes: dict[int, str], n: int) -> list[tuple[int, str]]:
-        if not self._head_path.exists():
-            return [(0, f"{self._head_path} is missing but the log has records")] if n else []
         try:
-            head = json.loads(self._head_path.read_text())
-            seq, digest = int(head["seq"]), str(head["hash"])
-        except (ValueError, KeyError, TypeError):
+            head = read_head(self._head_path)
+        except HeadError:
             return [(0, f"{self._head_path} is malformed")]
+        if head is None:
+            return [(0, f"{self._head_path} is missing but the log has records")] if n else []
+        seq, digest = head
         if seq not in hashes:
             return [(0, f"the log ends before its recorded head {seq} (records deleted)")]
         if not hmac.compare_digest(hashes[seq], digest):
