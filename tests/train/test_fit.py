@@ -84,3 +84,13 @@ def test_refuses_to_mix_runs(tiny_cfg: TrainConfig) -> None:
         fit(tiny_cfg, progress=False)
     with pytest.raises(ConfigError, match="other settings"):
         fit(replace(tiny_cfg, lr=0.5), progress=False)
+
+
+def test_best_epoch_is_the_lowest_validation_loss_for_both_tasks() -> None:
+    """A view epoch two clips more right on ~90 but with a higher loss is not the best."""
+    from echoscreen.train.fit import _score
+
+    mid = {"loss": 0.204, "view_acc": 0.978}
+    last = {"loss": 0.161, "view_acc": 0.956}
+    assert _score(last) > _score(mid)
+    assert _score({"loss": float("nan")}) < _score({"loss": 50.0})  # a NaN loss is worst

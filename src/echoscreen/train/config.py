@@ -44,6 +44,7 @@ class TrainConfig:
         dropout: dropout before the heads.
         max_clips: most clips per study (rhd).
         augment: brightness/contrast jitter and random temporal offset in training.
+        geometric: with ``augment``, also a random zoom, shift and small rotation.
         grad_clip: max gradient norm (0: no clipping).
         aux_weight: weight of the per-clip auxiliary loss (rhd).
         resume: continue the run in ``run`` from its last checkpoint.
@@ -66,6 +67,7 @@ class TrainConfig:
     dropout: float = 0.1
     max_clips: int = 8
     augment: bool = True
+    geometric: bool = True
     grad_clip: float = 1.0
     aux_weight: float = 0.2
     resume: bool = False

@@ -80,7 +80,8 @@ def inputs(batch: Any, cfg: TrainConfig, epoch: int, train: bool,
         (view index or label index, -1 unknown), and ``doppler`` (view) or ``mask`` (rhd).
     """
     kw: dict[str, Any] = {"frames": cfg.frames, "size": cfg.size, "seed": cfg.seed,
-                          "epoch": epoch, "train": train and cfg.augment}  # fmt: skip
+                          "epoch": epoch, "train": train and cfg.augment,
+                          "geometric": cfg.geometric}  # fmt: skip
     if cfg.task == "view":
         x, meta = batch
         views = [VIEWS.index(v) if v in VIEWS else -1 for v in meta["view"]]
