@@ -19,7 +19,9 @@ class DemoConfig:
 
     Attributes:
         workdir: folder for everything the demo writes; its demo sub-folders are replaced.
-        studies: phantom studies to generate (one patient each; split 70/15/15).
+        studies: phantom studies to generate (one patient each; split 65/20/15). 64
+            rather than 48: a validation split of ~13 studies (~6 positive) to choose
+            the operating point and the best epoch on, and ~42 training studies.
         seed: seed of the phantom cohort (and of training).
         frames: frames per generated clip.
         cohort_size: ``(rows, cols)`` of generated clips; None: each simulated scanner's size.
@@ -33,8 +35,8 @@ class DemoConfig:
         view_epochs: epochs of the view classifier.
         rhd_epochs: epochs of the RHD screening model.
         batch_size: clips per step of the view classifier.
-        rhd_batch_size: studies per step of the rhd model (4: ~9 steps an epoch on the
-            demo's 34 training studies; see docs/train.md).
+        rhd_batch_size: studies per step of the rhd model (4: ~11 steps an epoch on the
+            demo's ~42 training studies; see docs/train.md).
         lr: peak learning rate of both runs.
         max_clips: most evidence clips per study (rhd).
         threads: torch intra-op threads while training (0 = leave torch's default).
@@ -43,13 +45,13 @@ class DemoConfig:
     """
 
     workdir: Path
-    studies: int = 48
+    studies: int = 64
     seed: int = 2026
     frames: int = 32
     cohort_size: tuple[int, int] | None = None
     dataset: str = "demo"
     spec: PreprocessSpec = field(default_factory=_demo_spec)
-    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    split: tuple[float, float, float] = (0.65, 0.2, 0.15)
     workers: int = 0
     train: bool = True
     train_frames: int = 16

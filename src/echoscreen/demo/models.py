@@ -84,7 +84,8 @@ def evaluate_models(runs: Runs) -> tuple[Table, dict[str, Any]]:
     table.add_row("colour Doppler accuracy", _est(view["doppler_accuracy"]))
     table.add_row(f"RHD screen-positive AUROC ({rhd['n_studies']} studies)", _est(rhd["auroc"]))
     table.add_row("average precision", _est(rhd["average_precision"]))
-    point = "none" if thr is None else f"{thr:.3f} (validation sensitivity >= 0.90)"
+    point = "none" if thr is None else (f"{thr:.3f} (chosen on {op['n_val']} validation studies "
+                                        f"for sensitivity >= {op['target_sensitivity']:.2f})")
     table.add_row("operating point", point)
     table.add_row("sensitivity at the operating point", _est(rhd["sensitivity"]))
     table.add_row("specificity at the operating point", _est(rhd["specificity"]))
