@@ -114,12 +114,16 @@ class ClipDataset(Dataset[Item]):
         return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> list[Item]:
-        """Items for many indices at once (what DataLoader calls per batch)."""
+        """Items for many indices at once (what DataLoader calls per batch).
+
+        Same-shape clips are copied once, each into its row of one new ``(N, 3, T, S, S)``
+        batch tensor, and the items are views of those rows (private: the cache keeps
+        its own arrays); :func:`collate_clips` then hands that batch on without copying
+        it again. Keeping one item keeps its whole batch's memory.
+        """
         infos = [self.clips[int(i)] for i in indices]
-        arrays = self._arrays([c.id for c in infos])
         out: list[Item] = []
-        for c, arr in zip(infos, arrays, strict=True):
-            t: Any = torch.from_numpy(np.array(arr))  # a private, writable copy
+        for c, t in zip(infos, _rows(self._arrays([c.id for c in infos])), strict=True):
             out.append((self.transform(t) if self.transform else t, clip_meta(c)))
         return out
 
@@ -306,6 +310,36 @@ class PrefetchBatchSampler(Sampler[list[int]]):
         yield from ahead
 
 
+def _rows(arrays: list[np.ndarray]) -> list[torch.Tensor]:
+    """Private, writable copies of ``arrays``: views of the rows of one new batch tensor
+    when all have one shape (one copy each, one allocation), else one tensor each."""
+    if not arrays or any(a.shape != arrays[0].shape or a.dtype != arrays[0].dtype
+                         for a in arrays):  # fmt: skip
+        return [torch.from_numpy(np.array(a)) for a in arrays]
+    batch = np.empty((len(arrays), *arrays[0].shape), dtype=arrays[0].dtype)
+    for k, a in enumerate(arrays):
+        batch[k] = a
+    return list(torch.from_numpy(batch).unbind(0))
+
+
+def _whole(tensors: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """The batch tensor whose rows ``tensors`` are, in order and all of it (see
+    :func:`_rows`), as one tensor sharing their memory; ``None`` if they are not."""
+    first = tensors[0]
+    if first.device.type != "cpu" or first.requires_grad or first.storage_offset() != 0:
+        return None
+    storage, n = first.untyped_storage(), first.numel()
+    if storage.nbytes() != len(tensors) * n * first.element_size():
+        return None
+    for k, t in enumerate(tensors):
+        if (t.shape != first.shape or t.dtype != first.dtype or not t.is_contiguous()
+                or t.requires_grad or t.untyped_storage().data_ptr() != storage.data_ptr()
+                or t.storage_offset() != k * n):  # fmt: skip
+            return None
+    size, stride = (len(tensors), *first.shape), (n, *first.stride())
+    return torch.empty(0, dtype=first.dtype).set_(storage, 0, size, stride)
+
+
 def stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """``torch.stack`` of same-shape CPU tensors, done by numpy: ``(N, *shape)``.
 
@@ -319,10 +353,20 @@ def stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.from_numpy(np.stack([t.numpy() for t in tensors]))
 
 
+def collate_tensors(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``(N, *shape)`` of same-shape tensors: the batch they are the rows of, when they
+    are exactly the rows of one (what :meth:`ClipDataset.__getitems__` makes; no copy),
+    else :func:`stack`."""
+    whole = _whole(tensors) if tensors else None
+    return whole if whole is not None else stack(tensors)
+
+
 def collate_clips(items: Sequence[Item]) -> tuple[Any, dict[str, Any]]:
-    """Collate ``(tensor, meta)`` items: tensors by :func:`stack`, meta by torch's default."""
+    """Collate ``(tensor, meta)`` items: tensors by :func:`collate_tensors` (no copy for
+    the rows of one batch), meta by torch's default."""
     xs = [x for x, _ in items]
-    batch = stack(xs) if all(isinstance(x, torch.Tensor) for x in xs) else default_collate(xs)
+    tensors = all(isinstance(x, torch.Tensor) for x in xs)
+    batch = collate_tensors(xs) if tensors else default_collate(xs)
     return batch, default_collate([m for _, m in items])
 
 
