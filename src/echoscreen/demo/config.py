@@ -19,9 +19,9 @@ class DemoConfig:
 
     Attributes:
         workdir: folder for everything the demo writes; its demo sub-folders are replaced.
-        studies: phantom studies to generate (one patient each; split 65/20/15). 64
-            rather than 48: a validation split of ~13 studies (~6 positive) to choose
-            the operating point and the best epoch on, and ~42 training studies.
+        studies: phantom studies to generate (one patient each; split 65/20/15). 56
+            rather than 48: a validation split of ~11 studies (~5 positive) to choose
+            the operating point and the best epoch on, and ~36 training studies.
         seed: seed of the phantom cohort (and of training).
         frames: frames per generated clip.
         cohort_size: ``(rows, cols)`` of generated clips; None: each simulated scanner's size.
@@ -32,11 +32,12 @@ class DemoConfig:
         train: run stage 5 (train, evaluate, publish, screen); False stops after stage 4.
         train_frames: frames T the models see (constant-stride subsample of the stored clip).
         train_size: side S in pixels the models see (bilinear resize).
-        view_epochs: epochs of the view classifier.
+        view_epochs: epochs of the view classifier (10: with the zoom/shift
+            augmentation 6 epochs were not enough; see docs/train.md).
         rhd_epochs: epochs of the RHD screening model.
         batch_size: clips per step of the view classifier.
-        rhd_batch_size: studies per step of the rhd model (4: ~11 steps an epoch on the
-            demo's ~42 training studies; see docs/train.md).
+        rhd_batch_size: studies per step of the rhd model (4: ~9 steps an epoch on the
+            demo's ~36 training studies; see docs/train.md).
         lr: peak learning rate of both runs.
         max_clips: most evidence clips per study (rhd).
         threads: torch intra-op threads while training (0 = leave torch's default).
@@ -45,7 +46,7 @@ class DemoConfig:
     """
 
     workdir: Path
-    studies: int = 64
+    studies: int = 56
     seed: int = 2026
     frames: int = 32
     cohort_size: tuple[int, int] | None = None
@@ -56,7 +57,7 @@ class DemoConfig:
     train: bool = True
     train_frames: int = 16
     train_size: int = 64
-    view_epochs: int = 6
+    view_epochs: int = 10
     rhd_epochs: int = 10
     batch_size: int = 16
     rhd_batch_size: int = 4
