@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from echoscreen.datasite.audit import AuditLog, Event
@@ -97,12 +98,13 @@ class CertStatus:
     revoked: bool
 
 
-def cert_status(s: Session, serial: str) -> CertStatus:
+def cert_status(s: Session | Connection, serial: str) -> CertStatus:
     """Look up an issued certificate by serial (hex)."""
-    row = s.get(IssuedCert, serial)
+    row = s.execute(select(IssuedCert.tenant, IssuedCert.revoked_at)
+                    .where(IssuedCert.serial == serial)).first()  # fmt: skip
     if row is None:
         return CertStatus(False, None, False)
-    return CertStatus(True, row.tenant, row.revoked_at is not None)
+    return CertStatus(True, row[0], row[1] is not None)
 
 
 def _granted(tenant: str) -> Any:
@@ -176,7 +178,8 @@ def _clip_meta(c: Clip, st: Study, split: str | None) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def granted_objects(s: Session, tenant: str, ids: list[str]) -> dict[str, tuple[str, str]]:
+def granted_objects(s: Session | Connection, tenant: str,
+                    ids: list[str]) -> dict[str, tuple[str, str]]:  # fmt: skip
     """``clip id -> (tensor object id, tensor shape)`` for the ids the tenant may read.
 
     Ids not returned are unknown or outside the tenant's grants (the caller cannot tell).

@@ -29,6 +29,7 @@ from echoscreen.datasite.audit import AuditLog
 from echoscreen.datasite.guard import GuardMiddleware
 from echoscreen.datasite.httpd import AbortAnswer, run_blocking
 from echoscreen.datasite.limits import Limits, RateLimiter
+from echoscreen.datasite.schema import connect
 from echoscreen.datasite.wire import (
     BATCH_TYPE,
     NPY_TYPE,
@@ -64,8 +65,8 @@ class _Server:
             follow from the catalog's shapes, so an answer's length is known up front.
         """
         tenant = identity(request).tenant
-        with self.site.catalog.session() as s:
-            found = access.granted_objects(s, tenant, ids)
+        with connect(self.site.catalog) as conn:
+            found = access.granted_objects(conn, tenant, ids)
         missing = [c for c in ids if c not in found]
         if missing:
             deny(request, 404, f"no clip {missing[0]!r} in the datasets granted to you")

@@ -40,7 +40,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from echoscreen.datasite.audithead import HeadError, read_head, write_head
-from echoscreen.datasite.schema import AuditRecord, ensure_tables
+from echoscreen.datasite.schema import AuditRecord, connect, ensure_tables
 from echoscreen.errors import DatasiteError
 from echoscreen.store.site import Site
 
@@ -172,7 +172,7 @@ class AuditLog:
 
         Chains onto the head this log committed last, or the one read from the database.
         """
-        with self.site.catalog.session() as s:
+        with connect(self.site.catalog, write=True) as s:
             last = self._last or s.execute(
                 select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)
             ).first()
@@ -189,7 +189,7 @@ class AuditLog:
                 prev = self._hash({f: fields[f] for f in _FIELDS})
                 rows.append({**{f: fields[f] for f in _FIELDS}, "hash": prev})
                 seqs.append(seq)
-            s.execute(insert(AuditRecord.__table__), rows)  # Core: no unit of work
+            s.execute(insert(AuditRecord), rows)  # Core, on a plain connection
         return seqs, prev
 
     def records(self, last: int | None = None) -> list[AuditRecord]:

@@ -27,6 +27,7 @@ from echoscreen.datasite.access import cert_status
 from echoscreen.datasite.attest import AttestationVerifier, PeerIdentity, RequestInfo
 from echoscreen.datasite.audit import AuditLog, Event
 from echoscreen.datasite.httpd import run_blocking
+from echoscreen.datasite.schema import connect
 from echoscreen.store.catalog import Catalog
 
 ASGIApp = Any
@@ -81,8 +82,8 @@ class GuardMiddleware:
         if not der:
             raise Denied(403, "no client certificate (connect with an identity from `pki issue`)")
         cn, serial, fingerprint = self._parse(der)
-        with self.catalog.session() as s:
-            st = cert_status(s, serial)
+        with connect(self.catalog) as conn:  # every request: a revocation applies at once
+            st = cert_status(conn, serial)
         if not st.known:
             raise Denied(403, "certificate is not among those this site issued", serial,
                          f"unknown certificate cn={cn[:40]}")
