@@ -80,7 +80,9 @@ def tune_allocator(keep_bytes: int = 256 << 20) -> bool:
     them off thread arenas with ``madvise``), so every request paid page faults and
     kernel page zeroing, about a fifth of the server's CPU. Raising the mmap threshold
     to its 32 MiB maximum and the trim threshold to ``keep_bytes`` keeps that memory
-    mapped for reuse. Called by :func:`serve` (the server's own process) only.
+    mapped for reuse. Called by :func:`serve` (the server's own process), and by a
+    :class:`~echoscreen.data.ClipDataset` when it starts fetching (the reading process:
+    its receive buffers, batch copies and the store's read buffers are as large).
 
     Returns:
         whether the settings were applied (False off glibc).
