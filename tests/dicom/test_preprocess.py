@@ -127,3 +127,20 @@ def test_load_clip_decodes_only_what_it_needs(pydicom_file: Callable[[str], Path
     partial = read_cine(path, frame_indices=[0, 1])
     with pytest.raises(PreprocessError, match="not decoded"):
         preprocess(partial, spec)
+
+
+def test_some_output_frames_only(pydicom_file: Callable[[str], Path]) -> None:
+    from echoscreen.dicom import load_dataset, read_needed
+
+    spec = PreprocessSpec(size=64, frames=8, fps=10)
+    for name in ("color3d_jpeg_baseline.dcm", "examples_ybr_color.dcm"):  # regions, none
+        ds = load_dataset(pydicom_file(name))
+        whole = preprocess(read_needed(ds, spec), spec)
+        cine = read_needed(ds, spec, outputs=[1, 6])
+        some = preprocess(cine, spec, [1, 6])
+        np.testing.assert_array_equal(some.pixels, whole.pixels[:, [1, 6]])
+        assert some.source_frames.tolist() == whole.source_frames[[1, 6]].tolist()
+        # with regions only those frames are decoded; without, the box needs them all
+        assert cine.n_frames == (2 if name.startswith("color3d") else 8)
+    with pytest.raises(PreprocessError, match="output frames"):
+        preprocess(cine, spec, [8])

@@ -8,6 +8,7 @@ same decode, the same Clean Pixel Data and the same preprocessing (no train/serv
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from pydicom.dataset import Dataset
 
@@ -16,7 +17,12 @@ from echoscreen.deid.policy import DeidPolicy
 from echoscreen.dicom.preprocess import ClipTensor, PreprocessSpec, preprocess, read_needed
 
 
-def model_clip(ds: Dataset, spec: PreprocessSpec, policy: DeidPolicy = DeidPolicy()) -> ClipTensor:
+def model_clip(
+    ds: Dataset,
+    spec: PreprocessSpec,
+    policy: DeidPolicy = DeidPolicy(),
+    outputs: Sequence[int] | None = None,
+) -> ClipTensor:
     """Decode the frames a clip needs, clean their pixels and preprocess them.
 
     JPEG-baseline frames are decoded at reduced size where the imaging box allows
@@ -28,14 +34,19 @@ def model_clip(ds: Dataset, spec: PreprocessSpec, policy: DeidPolicy = DeidPolic
         ds: the original instance (not modified; its pixel data is read).
         spec: the stored-clip spec.
         policy: the site's profile options (Clean Pixel Data).
+        outputs: only these frames of the clip (indices into ``range(spec.frames)``; None:
+            all), each the same as in the whole clip: a screener that feeds its models
+            some frames of the stored clip decodes only theirs
+            (:func:`echoscreen.dicom.preprocess`).
 
     Returns:
-        The :class:`ClipTensor`, pixels ``uint8 (3, spec.frames, spec.size, spec.size)``.
+        The :class:`ClipTensor`, pixels ``uint8 (3, spec.frames, spec.size, spec.size)``
+        (``len(outputs)`` frames when given).
 
     Raises:
         NotDicomError, DicomDecodeError, PreprocessError: the file cannot be read.
         DeidError: its pixels cannot be cleaned (the caller quarantines it).
     """
-    cine = read_needed(ds, spec)
+    cine = read_needed(ds, spec, outputs=outputs)
     frames = clean_instance_pixels(ds, cine.frames, policy, scale=cine.scale, inplace=True)
-    return preprocess(dataclasses.replace(cine, frames=frames), spec)
+    return preprocess(dataclasses.replace(cine, frames=frames), spec, outputs)

@@ -7,7 +7,7 @@ Colour is kept: a regurgitant jet is only visible in the colour-Doppler overlay.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -138,7 +138,9 @@ def detect_sector(frames: np.ndarray) -> tuple[int, int, int, int]:
     return (x * step, y * step, min(w - 1, (x + bw) * step - 1), min(h - 1, (y + bh) * step - 1))
 
 
-def preprocess(cine: Cine, spec: PreprocessSpec = PreprocessSpec()) -> ClipTensor:
+def preprocess(
+    cine: Cine, spec: PreprocessSpec = PreprocessSpec(), outputs: Sequence[int] | None = None
+) -> ClipTensor:
     """Crop to the imaging box, pad to square, resize and resample in time.
 
     Only the source frames the output uses are cropped and resized (with
@@ -150,14 +152,17 @@ def preprocess(cine: Cine, spec: PreprocessSpec = PreprocessSpec()) -> ClipTenso
         cine: a decoded cine; it may hold only some frames (``read_cine(frame_indices=...)``)
             as long as those include every frame :func:`sample_indices` asks for.
         spec: output size, frame count and rate.
+        outputs: make only these output frames (indices into ``range(spec.frames)``, in
+            the order given); None makes all. Each is the same as in the whole clip.
 
     Returns:
-        :class:`ClipTensor` with pixels (3, spec.frames, spec.size, spec.size) uint8.
+        :class:`ClipTensor` with pixels (3, spec.frames, spec.size, spec.size) uint8
+        (``len(outputs)`` frames instead of ``spec.frames`` when ``outputs`` is given).
 
     Raises:
         PreprocessError: the spec is invalid or a needed frame was not decoded.
     """
-    wanted = sample_indices(cine.total_frames, cine.fps, spec)
+    wanted = _outputs(sample_indices(cine.total_frames, cine.fps, spec), outputs)
     uniq, inverse = np.unique(wanted, return_inverse=True)
     row_of = {int(f): k for k, f in enumerate(cine.frame_index)}
     missing = [int(f) for f in uniq if int(f) not in row_of]
@@ -185,6 +190,17 @@ def preprocess(cine: Cine, spec: PreprocessSpec = PreprocessSpec()) -> ClipTenso
         fps=float(spec.fps),
         source_frames=wanted,
     )
+
+
+def _outputs(wanted: np.ndarray, outputs: Sequence[int] | None) -> np.ndarray:
+    """``wanted`` restricted to the output frames ``outputs`` (all when None)."""
+    if outputs is None:
+        return wanted
+    picked = np.asarray(outputs, dtype=np.int64).reshape(-1)
+    if picked.size == 0 or picked.min() < 0 or picked.max() >= wanted.size:
+        raise PreprocessError(f"output frames must be in 0..{wanted.size - 1} (spec.frames) "
+                              "and at least one")  # fmt: skip
+    return wanted[picked]
 
 
 def _resampler(
@@ -259,7 +275,11 @@ def decode_scale(ds: Dataset, spec: PreprocessSpec) -> int:
 
 
 def read_needed(
-    ds: Dataset, spec: PreprocessSpec = PreprocessSpec(), *, scaled: bool = True
+    ds: Dataset,
+    spec: PreprocessSpec = PreprocessSpec(),
+    *,
+    scaled: bool = True,
+    outputs: Sequence[int] | None = None,
 ) -> Cine:
     """Decode only the frames of ``ds`` that :func:`preprocess` with ``spec`` uses.
 
@@ -270,10 +290,18 @@ def read_needed(
     slightly from a full-size decode (see docs/dicom.md). ``scaled=False`` decodes at full
     size and preprocesses to exactly the clip of the whole cine.
 
+    ``outputs`` (as for :func:`preprocess`) narrows the decode to the source frames of
+    those output frames when the file's ultrasound regions give the imaging box; without
+    usable regions the box is detected from the pixels, so every frame of the whole clip
+    is decoded and the box, hence each output frame, stays what it is in the whole clip.
+
     Raises:
         NotDicomError, DicomDecodeError: as :func:`read_cine`.
+        PreprocessError: ``outputs`` outside ``range(spec.frames)``.
     """
-    n = check_image(ds, max_frames=10_000, max_pixels=2_000_000_000)[3]
+    rows, cols, _, n = check_image(ds, max_frames=10_000, max_pixels=2_000_000_000)
     wanted = sample_indices(n, frame_rate(ds), spec)
+    if outputs is not None and union_box(usable_2d(parse_regions(ds), rows, cols)) is not None:
+        wanted = _outputs(wanted, outputs)
     scale = decode_scale(ds, spec) if scaled else 1
     return read_cine(ds, frame_indices=np.unique(wanted).tolist(), scale=scale)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +31,7 @@ import numpy as np
 from echoscreen.dicom.preprocess import PreprocessSpec
 from echoscreen.errors import EchoscreenError
 from echoscreen.models import LABELS, RHD_VIEWS, VIEWS
-from echoscreen.registry.package import ModelPackage, load_package
+from echoscreen.registry.package import TASKS, ModelPackage, load_package
 from echoscreen.screen.backends import Backend, make_backend
 
 SCHEMA = "echoscreen.screen/1"
@@ -119,8 +119,9 @@ def _why(exc: Exception) -> str:
     return f"unreadable ({type(exc).__name__})"
 
 
-def read_file(data: bytes, spec: PreprocessSpec,
-              key: bytes) -> tuple[np.ndarray | None, str, str | None]:  # fmt: skip
+def read_file(
+    data: bytes, spec: PreprocessSpec, key: bytes, frames: Sequence[int] | None = None
+) -> tuple[np.ndarray | None, str, str | None]:
     """Decode, de-identify (in memory) and preprocess one DICOM file.
 
     A top-level function so that process pools can run it (the service does).
@@ -130,6 +131,9 @@ def read_file(data: bytes, spec: PreprocessSpec,
         spec: the package's preprocessing spec.
         key: pseudonymisation secret (>= 16 bytes); the same key for one study's files
             gives them the same pseudonymous StudyInstanceUID.
+        frames: the stored-clip frames wanted (indices into ``range(spec.frames)``;
+            :meth:`Screener.model_frames`): only these are decoded and made, each the same
+            as in the whole clip; the others are left black. None makes all.
 
     Returns:
         ``(pixels, study, reason)``: the stored-clip tensor ``uint8 (3, T, S, S)`` and the
@@ -142,11 +146,31 @@ def read_file(data: bytes, spec: PreprocessSpec,
     try:
         ds = load_dataset(data)
         deid = Deidentifier(key)
-        tensor = model_clip(ds, spec, deid.policy)  # the clip's frames only, cleaned
+        tensor = model_clip(ds, spec, deid.policy, frames)  # those frames only, cleaned
         study = deid.study_uid(ds)  # nothing else of the header leaves this function
     except Exception as exc:  # one bad file must not stop the study
         return None, "", _why(exc)
-    return tensor.pixels, study, None
+    if frames is None:
+        return tensor.pixels, study, None
+    pixels = np.zeros((3, spec.frames, spec.size, spec.size), np.uint8)
+    pixels[:, list(frames)] = tensor.pixels
+    return pixels, study, None
+
+
+def model_frames(package: ModelPackage) -> list[int]:
+    """Stored-clip frames (sorted, in ``range(spec.frames)``) that screening feeds a model.
+
+    The union of the view and rhd models' centred windows (as :meth:`Screener._inputs`
+    takes them): e.g. every other frame when 16 of 32 stored frames are used. Frames
+    outside it never reach a model, so :func:`read_file` need not decode them.
+    """
+    from echoscreen.train.transforms import frame_indices, max_offset
+
+    total, picked = package.spec.frames, set[int]()
+    for task in TASKS:
+        n = package.input_shape(task)[0]
+        picked.update(int(i) for i in frame_indices(total, n, max_offset(total, n) // 2))
+    return sorted(picked)
 
 
 class Screener:
@@ -160,6 +184,9 @@ class Screener:
     def __init__(self, package: ModelPackage, backend: Backend | None = None) -> None:
         self.package = package
         self.backend = backend if backend is not None else make_backend(package, "onnx")
+        #: the stored-clip frames the models see, the only ones :meth:`read` decodes
+        #: (None: every frame; the models' inputs and the results are the same)
+        self.frames: list[int] | None = model_frames(package)
 
     @classmethod
     def open(cls, registry: Path, ref: str, backend: str = "onnx", threads: int = 0) -> Screener:
@@ -182,7 +209,8 @@ class Screener:
             others, and how many distinct studies the clips came from.
         """
         # one random key per call: pseudonyms unlinkable to anything, then dropped
-        work = functools.partial(read_file, spec=self.package.spec, key=os.urandom(32))
+        work = functools.partial(read_file, spec=self.package.spec, key=os.urandom(32),
+                                 frames=self.frames)  # fmt: skip
         if pool is None:
             outcomes: Iterable[tuple[str, Any]] = ((n, work(d)) for n, d in items)
         else:
