@@ -99,7 +99,7 @@ class ScreeningEngine:
         """Load and verify the package, open the backend, batcher, pools and job store."""
         cfg = self.cfg.validate()
         self._package = load_package(cfg.registry, cfg.model)
-        inner = make_backend(self._package, cfg.backend)
+        inner = make_backend(self._package, cfg.backend, cfg.inference_threads)
         self._batcher = BatchingBackend(inner, cfg.max_batch, cfg.max_wait_ms, self.metrics)
         self._screener = Screener(self._package, self._batcher)
         if cfg.explain:

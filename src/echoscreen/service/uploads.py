@@ -24,8 +24,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from echoscreen.errors import BadStudyError, ServiceError
-from echoscreen.ingest.dicomweb import MultipartError, boundary_of, split_multipart
+from echoscreen.ingest.dicomweb import MultipartError, boundary_of
 from echoscreen.screen.inputs import is_litter
+from echoscreen.service.multipart import split_parts
 
 ZIP_MAGIC = b"PK\x03\x04"
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/x-zip")
@@ -72,14 +73,16 @@ async def read_body(chunks: AsyncIterator[bytes], declared: int | None,
     cap = limits.max_bytes + FRAMING
     if declared is not None and declared > cap:
         raise too_large(f"the upload is {declared >> 20} MiB, more than {cap >> 20} MiB")
-    buf = bytearray()
+    pieces: list[bytes] = []  # joined once at the end: one copy of a large body, not two
+    size = 0
     async for chunk in chunks:
-        buf += chunk
-        if len(buf) > cap:
+        pieces.append(chunk)
+        size += len(chunk)
+        if size > cap:
             raise too_large(f"the upload is more than {cap >> 20} MiB")
-    if not buf:
+    if not size:
         raise ServiceError("the upload is empty; send DICOM files, a zip of a study, or STOW-RS")
-    return bytes(buf)
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 def _media(content_type: str) -> str:
@@ -185,7 +188,7 @@ def _stow_files(body: bytes, content_type: str) -> list[tuple[str, bytes, str]]:
 
 def _split(body: bytes, content_type: str) -> list[tuple[dict[str, str], bytes]]:
     try:
-        return split_multipart(body, boundary_of(content_type))
+        return split_parts(body, boundary_of(content_type))
     except MultipartError as exc:
         raise ServiceError(f"the multipart body is malformed ({exc}); was the upload cut "
                            "short?") from exc  # fmt: skip
