@@ -14,8 +14,10 @@ concurrent clients to ``POST /v1/screen`` (synchronous: the answer is the result
   the request thread, one model call per request, no batching, no pool.
 
 Printed per route: throughput (studies/s) over ``--requests`` requests, p50/p95
-latency, the latency of one 10-clip study posted alone (median of 5), and the median
-cost per file of ``read_file``, the reading both routes share. Target:
+latency, the latency of one 10-clip study posted alone (median of 5), the CPU seconds
+per study the server (with its worker processes) used under load (from /proc: robust to
+other jobs on the machine, which throughput is not) and the bench's own client CPU, and
+the median cost per file of ``read_file``, the reading both routes share. Target:
 service throughput >= 3x the naive one with 16 clients on 2 cores.
 
 Without ``--registry``/``--model`` a package is built first at the demo's model sizes
@@ -176,7 +178,7 @@ def inference_only(registry: Path, model: str, study: list[tuple[str, bytes]], c
     out = {}
     backends: dict[str, Any] = {
         "naive": TorchBackend.from_package(package, naive_device(backend)),
-        "service": BatchingBackend(make_backend(package, backend)),
+        "service": BatchingBackend(make_backend(package, backend, threads=1)),  # as served
     }
     for name, route in backends.items():
         screener = Screener(package, route)
@@ -197,21 +199,50 @@ def inference_only(registry: Path, model: str, study: list[tuple[str, bytes]], c
 def read_cost(registry: Path, model: str, studies: list[list[tuple[str, bytes]]]) -> float:
     """Median seconds per file of ``read_file``, in this process.
 
-    Decoding, de-identification and preprocessing: what both routes do per file before
-    any inference.
+    Decoding, de-identification and preprocessing of the frames the models see
+    (``Screener.read``): what both routes do per file before any inference.
     """
     from echoscreen.registry import load_package
-    from echoscreen.screen.screener import read_file
+    from echoscreen.screen.screener import model_frames, read_file
 
-    spec, key = load_package(registry, model).spec, os.urandom(32)
+    package = load_package(registry, model)
+    spec, key, frames = package.spec, os.urandom(32), model_frames(package)
     files = [data for study in studies for _, data in study]
-    read_file(files[0], spec, key)
+    read_file(files[0], spec, key, frames)
     times = []
     for data in files:
         start = time.perf_counter()
-        read_file(data, spec, key)
+        read_file(data, spec, key, frames)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the service's preprocessing processes), from /proc."""
+    kids: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        kids.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        out.append(todo.pop())
+        todo.extend(kids.get(out[-1], []))
+    return out
+
+
+def _cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by the processes ``pids`` (0 for gone ones)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -280,8 +311,12 @@ def main() -> None:
             try:
                 load(url, token, studies[:2], 2, 2)  # warm-up (model load, pool start)
                 single = alone(url, token, ten)
+                pids, mine = _tree(proc.pid), time.process_time()
+                cpu0 = _cpu_s(pids)
                 rate, lat = load(url, token, studies, a.clients, a.requests)
-                results[name] = (rate, _pct(lat, 50), _pct(lat, 95), single)
+                cost = (_cpu_s(pids) - cpu0) / a.requests  # server CPU s per study
+                client = (time.process_time() - mine) / a.requests
+                results[name] = (rate, _pct(lat, 50), _pct(lat, 95), single, cost, client)
             finally:
                 proc.terminate()
                 proc.wait(timeout=120)
@@ -291,9 +326,13 @@ def main() -> None:
           f"({clips:.1f} files each, JPEG cine 32 frames), {a.clients} clients, "
           f"{a.requests} requests, service workers {a.workers}, backend {a.backend} "
           f"(naive torch on {naive_device(a.backend)})")  # fmt: skip
-    for name, (rate, p50, p95, single) in results.items():
+    for name, (rate, p50, p95, single, cost, client) in results.items():
         print(f"{name:8s}: {rate:6.2f} studies/s  p50 {p50:6.2f} s  p95 {p95:6.2f} s  "
-              f"10-clip study alone {single:5.2f} s")  # fmt: skip
+              f"10-clip study alone {single:5.2f} s  server CPU {cost:.3f} s/study "
+              f"(bench clients {client:.3f})")  # fmt: skip
+    cost_ratio = results["naive"][4] / results["service"][4]
+    print(f"server CPU per study naive/service: {cost_ratio:.2f}x (what the service's "
+          "throughput over the naive one tends to once both are CPU-bound)")  # fmt: skip
     ratio = results["service"][0] / results["naive"][0]
     print(f"throughput service/naive: {ratio:.2f}x (target >= 3x)")
     print(f"inference alone ({STUDY_FILES}-clip study, {a.clients} threads): naive "
