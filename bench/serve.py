@@ -221,6 +221,8 @@ def _tree(pid: int) -> list[int]:
     """``pid`` and its descendants (the service's preprocessing processes), from /proc."""
     kids: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
         try:
             ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
