@@ -185,11 +185,14 @@ def main() -> None:
         )  # fmt: skip
         try:
             url = f"https://127.0.0.1:{port}"
-            for _ in range(200):
+            deadline = time.monotonic() + 180  # a loaded machine starts the server slowly
+            while True:
                 try:
                     RemoteSite(url, root / "id").session()
                     break
                 except Exception:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise SystemExit("the data server did not start") from None
                     time.sleep(0.1)
             # less than the data, so a kept dataset's LRU cache cannot serve a later pass
             cache = min(64 << 20, a.clips * int(np.prod(shape)) * 3 // 4)
