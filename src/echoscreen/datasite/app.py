@@ -140,13 +140,17 @@ def create_app(site: Site, *, limits: Limits | None = None,
     _routes(api, srv)
 
     @api.exception_handler(CatalogError)
-    async def _catalog_down(request: Request, exc: CatalogError) -> Response:
-        request.scope.setdefault("state", {})["audit_detail"] = f"catalog unavailable: {exc}"
-        body = json.dumps({"detail": "the site catalog is unavailable; retry later"})
-        return Response(body, 503, media_type="application/json")
+    async def _catalog_503(request: Request, exc: CatalogError) -> Response:
+        return _catalog_down(request, exc)
 
-    return GuardMiddleware(api, site.catalog, verifier or CertificateOnly(),
+    return GuardMiddleware(_BatchRoute(api, srv), site.catalog, verifier or CertificateOnly(),
                            audit or AuditLog(site))  # fmt: skip
+
+
+def _catalog_down(request: Request, exc: CatalogError) -> Response:
+    request.scope.setdefault("state", {})["audit_detail"] = f"catalog unavailable: {exc}"
+    body = json.dumps({"detail": "the site catalog is unavailable; retry later"})
+    return Response(body, 503, media_type="application/json")
 
 
 def _routes(api: FastAPI, srv: _Server) -> None:
@@ -197,15 +201,45 @@ def _routes(api: FastAPI, srv: _Server) -> None:
         return Response(srv.read_clip(request, cid, oid, nbytes), media_type=NPY_TYPE)
 
     @api.post("/v1/clips:batch")
-    async def batch(request: Request) -> Response:
-        ids = await _batch_ids(request, srv.limits)
-        _target(request, f"{len(ids)} clips: " + ",".join(ids))
-        if any(not access.valid_clip_id(c) for c in ids):
-            deny(request, 400, "malformed clip id in ids")
-        clips = await run_blocking(request.scope, srv.open_clips, request, ids)
-        cid, oid, n = clips[0]  # a first clip that fails still gets a 409, before any byte
-        first = await run_blocking(request.scope, srv.read_clip, request, cid, oid, n)
-        return _ClipStream(srv, request, clips, first)
+    async def batch(request: Request) -> Response:  # reached only without _BatchRoute
+        return await _batch(srv, request)
+
+
+async def _batch(srv: _Server, request: Request) -> Response:
+    """``POST /v1/clips:batch``: check everything, decrypt the first clip, then stream."""
+    ids = await _batch_ids(request, srv.limits)
+    _target(request, f"{len(ids)} clips: " + ",".join(ids))
+    if any(not access.valid_clip_id(c) for c in ids):
+        deny(request, 400, "malformed clip id in ids")
+    clips = await run_blocking(request.scope, srv.open_clips, request, ids)
+    cid, oid, n = clips[0]  # a first clip that fails still gets a 409, before any byte
+    first = await run_blocking(request.scope, srv.read_clip, request, cid, oid, n)
+    return _ClipStream(srv, request, clips, first)
+
+
+class _BatchRoute:
+    """``POST /v1/clips:batch`` (the bulk of the traffic) straight to :func:`_batch`, past
+    FastAPI's routing and middleware layers (about a third of the fixed CPU of a request
+    here); every other request goes on to ``api``. Same statuses and bodies as there."""
+
+    def __init__(self, api: Any, srv: _Server) -> None:
+        self.api, self.srv = api, srv
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or \
+                scope["path"] != "/v1/clips:batch":  # fmt: skip
+            await self.api(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            response = await _batch(self.srv, request)
+        except HTTPException as exc:
+            body = json.dumps({"detail": exc.detail})
+            response = Response(body, exc.status_code, headers=exc.headers,
+                                media_type="application/json")  # fmt: skip
+        except CatalogError as exc:
+            response = _catalog_down(request, exc)
+        await response(scope, receive, send)
 
 
 class _ClipStream(Response):
