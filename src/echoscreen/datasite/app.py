@@ -75,7 +75,7 @@ class _Server:
         return [(c, found[c][0], npy_nbytes(shapes[c])) for c in ids]
 
     def read_clip(self, request: Request, cid: str, oid: str, nbytes: int) -> memoryview:
-        """Decrypt and authenticate one clip (in place, GIL released); a read-only view
+        """Decrypt and authenticate one clip (GIL released); a read-only view
         of its ``.npy`` bytes, sent as it is (no copy on the way to the socket).
 
         Raises:

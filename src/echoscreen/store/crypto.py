@@ -25,6 +25,7 @@ import os
 import struct
 from dataclasses import dataclass
 
+import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -73,7 +74,7 @@ def encode_header(key_id: str, wrapped: bytes, nonce: bytes) -> bytes:
     )
 
 
-def parse_header(blob: bytes | bytearray) -> Header:
+def parse_header(blob: bytes | bytearray | memoryview) -> Header:
     """Parse the header of an object file.
 
     Raises:
@@ -86,7 +87,7 @@ def parse_header(blob: bytes | bytearray) -> Header:
         raise IntegrityError(f"unknown object format version {version}: the file was altered")
     pos = 6 + klen
     try:
-        key_id = blob[6:pos].decode("ascii")
+        key_id = bytes(blob[6:pos]).decode("ascii")
     except UnicodeDecodeError as exc:
         raise IntegrityError("object header has a non-ASCII key id: the file was altered") from exc
     if len(blob) < pos + 2:
@@ -133,34 +134,37 @@ def unwrap_key(header: Header, keys: KeyProvider) -> bytes:
     return data_key
 
 
-def open_in_place(buf: bytearray, oid: str, keys: KeyProvider) -> memoryview:
-    """Decrypt and authenticate an object file held in ``buf``, overwriting its body.
+def open_sealed(blob: bytes | bytearray | memoryview, oid: str, keys: KeyProvider) -> memoryview:
+    """Decrypt and authenticate an object file held in ``blob`` into a new plaintext buffer.
 
-    The training read path: no plaintext buffer is allocated and nothing is copied, and
-    the AES-GCM work runs with the GIL released (OpenSSL through ``update_into``), so
-    several threads decrypt clips in parallel.
+    The training read path: the plaintext buffer is allocated uninitialised (no
+    zero-fill), the body is decrypted straight into it, and the AES-GCM work runs with
+    the GIL released (OpenSSL through ``update_into``), so several threads decrypt
+    clips in parallel. ``blob`` is only read (``cryptography`` refuses overlapping input
+    and output buffers since 51.0), so a caller may reuse it for the next file.
 
     Returns:
-        a read-only view of the plaintext inside ``buf`` (valid as long as ``buf``).
+        a read-only view of the plaintext (it owns its buffer).
 
     Raises:
         IntegrityError: any byte of header or body was altered, or the file belongs
             to another object id.
     """
-    header = parse_header(buf)
+    header = parse_header(blob)
     data_key = unwrap_key(header, keys)
-    end = len(buf) - TAG_BYTES
-    view = memoryview(buf)
+    view = memoryview(blob)
+    end = len(view) - TAG_BYTES
+    # update_into wants room for one block more than its input on older cryptography
+    out: memoryview = np.empty(end - header.body_offset + 15, dtype=np.uint8).data
     dec = Cipher(algorithms.AES(data_key), modes.GCM(header.nonce, bytes(view[end:]))).decryptor()
     dec.authenticate_additional_data(associated_data(oid, header.version))
-    # in place: the output starts where the input does (OpenSSL supports exact overlap)
-    n = dec.update_into(view[header.body_offset : end], view[header.body_offset :])
+    n = dec.update_into(view[header.body_offset : end], out)
     try:
         dec.finalize()
     except InvalidTag as exc:
-        view[header.body_offset : end] = bytes(end - header.body_offset)  # drop unverified text
+        out[:] = bytes(len(out))  # drop the unverified plaintext
         raise IntegrityError(f"object {oid} failed authentication: it was altered") from exc
-    return view[header.body_offset : header.body_offset + n].toreadonly()
+    return out[:n].toreadonly()
 
 
 def rewrap(blob: bytes, keys: KeyProvider) -> bytes | None:

@@ -16,12 +16,13 @@ import hmac
 import os
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from echoscreen.errors import IntegrityError, StoreError
-from echoscreen.store.crypto import open_in_place, parse_header, rewrap, seal
+from echoscreen.store.crypto import open_sealed, parse_header, rewrap, seal
 from echoscreen.store.keys import KeyProvider, fsync_dir
 
 OID_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -66,6 +67,7 @@ class ObjectStore:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.keys = keys
         self._id_key = id_key
+        self._local = threading.local()  # per-thread ciphertext buffer of read()
 
     def object_id(self, data: bytes) -> str:
         """The id ``data`` is stored under: ``HMAC-SHA256(id_key, data)`` as 64 hex digits."""
@@ -116,8 +118,10 @@ class ObjectStore:
     def read(self, oid: str) -> memoryview:
         """Decrypt and authenticate object ``oid`` with no copy: the training read path.
 
-        The file is read straight into one buffer and decrypted in place
-        (:func:`~echoscreen.store.crypto.open_in_place`, GIL released), so clip reads in
+        The file is read with one ``readinto`` into a buffer this thread reuses for
+        every read (it holds ciphertext only), and the body is decrypted from there
+        straight into a fresh plaintext buffer
+        (:func:`~echoscreen.store.crypto.open_sealed`, GIL released), so clip reads in
         several loader threads run in parallel. Same checks and errors as :meth:`get`.
 
         Returns:
@@ -126,13 +130,23 @@ class ObjectStore:
         path = self.path(oid)
         try:
             with open(path, "rb", buffering=0) as f:
-                buf = bytearray(os.fstat(f.fileno()).st_size)
+                size = os.fstat(f.fileno()).st_size
+                buf = self._scratch(size)
                 got = f.readinto(buf)
         except FileNotFoundError as exc:
             raise StoreError(f"no object {oid} in {self.root}") from exc
-        if got != len(buf):
+        if got != size:
             raise IntegrityError(f"object {oid} changed size while being read")
-        return open_in_place(buf, oid, self.keys)
+        return open_sealed(buf, oid, self.keys)
+
+    def _scratch(self, size: int) -> memoryview:
+        """This thread's ciphertext buffer, grown to at least ``size`` bytes; a view of
+        exactly ``size``."""
+        buf: bytearray | None = getattr(self._local, "buf", None)
+        if buf is None or len(buf) < size:
+            buf = bytearray(size)
+            self._local.buf = buf
+        return memoryview(buf)[:size]
 
     def exists(self, oid: str) -> bool:
         """Whether object ``oid`` is stored (``False`` for malformed ids)."""
