@@ -110,14 +110,9 @@ class Counted:
         return self.inner.fetch(ids)
 
     def fetch_each(self, ids: Sequence[str], on_clip: Callable[[str, np.ndarray], None]) -> None:
-        """Fetch through the inner source clip by clip where it can, counting."""
-        each = getattr(self.inner, "fetch_each", None)
-        if each is None:
-            for cid, arr in zip(ids, self.fetch(ids), strict=True):
-                on_clip(cid, arr)
-            return
+        """Fetch through the inner source clip by clip, counting."""
         self.fetched += len(ids)
-        each(ids, on_clip)
+        self.inner.fetch_each(ids, on_clip)
 
     def close(self) -> None:
         """Close the inner source."""

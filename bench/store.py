@@ -119,6 +119,10 @@ class _PlainNpy:
     def fetch(self, ids: Sequence[str]) -> list[np.ndarray]:
         return [np.load(self.files[i]) for i in ids]
 
+    def fetch_each(self, ids: Sequence[str], on_clip: Callable[[str, np.ndarray], None]) -> None:
+        for i in ids:
+            on_clip(i, np.load(self.files[i]))
+
     def close(self) -> None:
         self.site.close()
 

@@ -211,12 +211,7 @@ class ClipDataset(Dataset[Item]):
 
         ids = list(futures)
         try:
-            each = getattr(self.source, "fetch_each", None)
-            if each is not None:
-                each(ids, deliver)
-            else:
-                for cid, arr in zip(ids, self.source.fetch(ids), strict=True):
-                    deliver(cid, arr)
+            self.source.fetch_each(ids, deliver)
         except BaseException as exc:
             self._fail(futures, exc)
             return

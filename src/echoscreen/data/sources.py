@@ -8,7 +8,7 @@ site); :class:`~echoscreen.data.remote.RemoteSite` asks a data server over mTLS.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -71,6 +71,12 @@ class SiteSource(Protocol):
         """The tensors of ``ids`` in order, each ``uint8 (3, T, S, S)``, read-only."""
         ...
 
+    def fetch_each(self, ids: Sequence[str], on_clip: Callable[[str, np.ndarray], None]) -> None:
+        """Hand each tensor of ``ids`` to ``on_clip(id, array)`` in order, as soon as it
+        is read (a clip handed over is complete and authentic; a failure raises and the
+        clips after it are not handed over)."""
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...
@@ -130,6 +136,19 @@ class LocalSite:
             DatasiteError: an id is unknown.
             IntegrityError: a stored object was altered.
         """
+        out: list[np.ndarray] = []
+        self.fetch_each(ids, lambda _cid, arr: out.append(arr))
+        return out
+
+    def fetch_each(self, ids: Sequence[str], on_clip: Callable[[str, np.ndarray], None]) -> None:
+        """Decrypt the tensors of ``ids`` one by one, handing each to ``on_clip`` as it is read.
+
+        Every id is looked up before the first is read, so an unknown id hands nothing over.
+
+        Raises:
+            DatasiteError: an id is unknown.
+            IntegrityError: a stored object was altered (the clips before it were handed over).
+        """
         from sqlalchemy import select
 
         from echoscreen.datasite.wire import npy_array
@@ -139,12 +158,11 @@ class LocalSite:
         with site.catalog.session() as s:
             q = select(Clip.id, Clip.tensor_object).where(Clip.id.in_(ids))
             rows = dict(s.execute(q).all())
-        out = []
+        missing = [cid for cid in ids if cid not in rows]
+        if missing:
+            raise DatasiteError(f"no clip {missing[0]!r} in {self.path}")
         for cid in ids:
-            if cid not in rows:
-                raise DatasiteError(f"no clip {cid!r} in {self.path}")
-            out.append(npy_array(site.objects.read(rows[cid])))
-        return out
+            on_clip(cid, npy_array(site.objects.read(rows[cid])))
 
     def close(self) -> None:
         """Close the site's catalog connections."""
