@@ -51,13 +51,13 @@ def test_both_sources_hand_clips_over_one_by_one_in_order(served: Served) -> Non
     for source in (LocalSite(served.site.path), RemoteSite(served.url, served.ids["alice"])):
         try:
             handed: list[tuple[str, np.ndarray]] = []
-            source.fetch_each(ids, lambda cid, arr: handed.append((cid, arr)))
+            source.fetch_each(ids, lambda cid, arr, h=handed: h.append((cid, arr)))
             assert [cid for cid, _ in handed] == ids
             assert all(np.array_equal(arr, truth[cid]) for cid, arr in handed)
             assert [a.tobytes() for a in source.fetch(ids)] == [a.tobytes() for _, a in handed]
             handed.clear()
             with pytest.raises(DatasiteError):  # an unknown id: nothing is handed over
-                source.fetch_each([ids[0], "1.2.3.4.999"], lambda c, a: handed.append((c, a)))
+                source.fetch_each([ids[0], "1.2.3.4.999"], lambda c, a, h=handed: h.append((c, a)))
             assert handed == []
         finally:
             source.close()

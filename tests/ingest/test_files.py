@@ -97,6 +97,23 @@ def test_zip_groups_like_the_folder(
     assert source.count_hint() == len(batches)
 
 
+def test_folder_and_zip_skip_litter_by_one_rule(us_files: dict[str, Path], tmp_path: Path) -> None:
+    # real DICOM under dot folders and __MACOSX (a Time Machine copy, a git checkout, a
+    # macOS resource fork) is litter, not part of the export: both walks skip it
+    real = sorted(us_files.values())[0]
+    root = tmp_path / "export"
+    for rel in ("a/IM1", ".snapshots/IM1", "a/.git/objects/IM1", "__MACOSX/IM1", "a/.IM1"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(real, root / rel)
+    archive = tmp_path / "export.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            zf.write(path, path.relative_to(root).as_posix())
+    for source in (FolderSource(root), ZipSource(archive)):
+        origins = [i.origin for b in source.studies() for i in b.instances]
+        assert origins == ["a/IM1"], source.describe()
+
+
 def _zip(path: Path, members: dict[str, bytes]) -> Path:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in members.items():

@@ -10,7 +10,10 @@ from echoscreen.cli.common import SITE_OPTION, console, out
 
 
 def ingest_command(
-    source: str = typer.Argument(..., help="A folder, a .zip, or a DICOMweb base URL."),
+    source: str = typer.Argument(
+        ..., help="A folder, a .zip, or a DICOMweb base URL. Folder and zip walks skip dot "
+        "files and folders, __MACOSX, DICOMDIR and side files (.csv, .json, .png, ...)."
+    ),
     site: Path = SITE_OPTION,
     labels: Path = typer.Option(None, "--labels", help="labels.csv (by study_instance_uid)."),
     clips: Path = typer.Option(None, "--clips", help="clips.csv (by sop_instance_uid)."),

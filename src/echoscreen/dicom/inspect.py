@@ -24,6 +24,14 @@ def is_side_file(name: str) -> bool:
     return name.startswith(".") or PurePath(name).suffix.lower() in SIDE_FILE_SUFFIXES
 
 
+def is_litter(name: str) -> bool:
+    """Whether a file's relative path (``/``-separated) is folder litter, never part of a
+    study: dot files and folders, and macOS resource forks (``__MACOSX/``). One rule for
+    every folder and zip walk: ingest, offline screening and the service's uploads."""
+    parts = [p for p in name.split("/") if p]
+    return bool(parts) and (parts[0] == "__MACOSX" or any(p.startswith(".") for p in parts))
+
+
 @dataclass
 class InspectRow:
     """What ``inspect`` learnt about one file.

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from echoscreen.dicom.inspect import is_side_file
+from echoscreen.dicom.inspect import is_litter, is_side_file
 from echoscreen.errors import IngestError
 from echoscreen.ingest.base import (
     HOUSEKEEPING_NAMES,
@@ -83,9 +83,12 @@ class FolderSource:
             yield self.root
             return
         for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames.sort()
+            rel = Path(dirpath).relative_to(self.root).as_posix()
+            at = "" if rel == "." else f"{rel}/"
+            dirnames[:] = sorted(d for d in dirnames if not is_litter(at + d))
             for name in sorted(filenames):
-                if name not in HOUSEKEEPING_NAMES and not is_side_file(name):
+                if not is_litter(at + name) and name not in HOUSEKEEPING_NAMES \
+                        and not is_side_file(name):  # fmt: skip
                     yield Path(dirpath) / name
 
     def _origin(self, path: Path) -> str:
@@ -222,7 +225,7 @@ class ZipSource:
 
     @staticmethod
     def _wanted(info: zipfile.ZipInfo) -> bool:
-        if info.is_dir() or info.filename.startswith("__MACOSX/"):
+        if info.is_dir() or is_litter(info.filename):
             return False
         if stat.S_ISLNK(info.external_attr >> 16):
             return False

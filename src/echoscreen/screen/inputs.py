@@ -11,6 +11,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from echoscreen.dicom.inspect import is_litter
 from echoscreen.errors import ScreenError
 
 #: most files read from one study
@@ -38,19 +39,12 @@ def _zip_members(path: Path) -> Iterator[tuple[str, bytes]]:
             yield info.filename, zf.read(info)
 
 
-def is_litter(name: str) -> bool:
-    """Whether a file's relative path (``/``-separated) is folder litter, never part of a
-    study: dot files and folders, and macOS resource forks (``__MACOSX/``)."""
-    parts = [p for p in name.split("/") if p]
-    return bool(parts) and (parts[0] == "__MACOSX" or any(p.startswith(".") for p in parts))
-
-
 def iter_study(path: Path) -> Iterator[tuple[str, bytes]]:
     """Yield ``(name, bytes)`` for every file of the study at ``path``.
 
     Args:
-        path: a folder (searched recursively; hidden files skipped), a ``.zip`` archive,
-            or one file.
+        path: a folder (searched recursively, skipping litter:
+            :func:`~echoscreen.dicom.inspect.is_litter`), a ``.zip`` archive, or one file.
 
     Raises:
         ScreenError: the path does not exist, is an unreadable zip, or is too large.

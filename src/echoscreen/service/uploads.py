@@ -23,9 +23,9 @@ import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from echoscreen.dicom.inspect import is_litter
 from echoscreen.errors import BadStudyError, ServiceError
 from echoscreen.ingest.dicomweb import MultipartError, boundary_of
-from echoscreen.screen.inputs import is_litter
 from echoscreen.service.multipart import split_parts
 
 ZIP_MAGIC = b"PK\x03\x04"
