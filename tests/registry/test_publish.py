@@ -11,6 +11,7 @@ import pytest
 from tests.cli import fails, ok
 from tests.registry.pkgfix import Published
 
+from echoscreen.dicom.preprocess import PreprocessSpec
 from echoscreen.errors import RegistryError
 from echoscreen.registry import (
     MANIFEST,
@@ -47,11 +48,21 @@ def test_package_holds_every_part_with_checksums(published: Published) -> None:
     op = operating_point(parse_rhd(val, load_records(val)), EvalConfig())
     assert pkg.threshold == op["threshold"]
     assert pkg.spec.frames == 16 and pkg.spec.size == 64
+    # the reader of the training clips, recorded by ingest, the runs and the package
+    from echoscreen.data import LocalSite
+    from echoscreen.deid import READER
+
+    assert {c.reader for c in LocalSite(published.site).clips("ph", None)} == {READER}
+    for run in (published.view_run, published.rhd_run):
+        rec = json.loads((run / "clips.json").read_text())
+        assert rec["reader"] == READER and rec["shape"] == [3, 16, 64, 64]
+        assert sum(rec["readers"].values()) == len(LocalSite(published.site).clips("ph", None))
+    assert pkg.reader == READER
     assert pkg.input_shape("view") == (8, 32) and pkg.input_shape("rhd") == (16, 64)
     assert pkg.decision["max_clips"] == 4
     card = (pkg.root / "model_card.md").read_text()
     for phrase in ("screening aid", "not a diagnosis", "phantom", "95% CI", "FNR gap",
-                   "Limitations"):
+                   "Limitations", f"clip reader `{READER}`"):
         assert phrase in card
     for task in ("view", "rhd"):  # ONNX agreed with torch at publish time
         entry = pkg.meta["models"][task]
@@ -149,3 +160,62 @@ def test_weights_of_other_model_code_are_a_clear_error(published: Published,
     package = load_package(reg, "tiny:1")
     with pytest.raises(RegistryError, match="do not fit this echoscreen's rhd network"):
         package.load_torch("rhd")
+
+
+def _runs_with_reader(published: Published, root: Path, readers: tuple[str, str]) -> list[Path]:
+    """Copies of the view and rhd runs whose clips.json name other readers."""
+    runs = []
+    for run, reader in zip((published.view_run, published.rhd_run), readers, strict=True):
+        copy = root / run.name
+        shutil.copytree(run, copy)
+        rec = json.loads((copy / "clips.json").read_text())
+        (copy / "clips.json").write_text(json.dumps({**rec, "reader": reader}))
+        runs.append(copy)
+    return runs
+
+
+def test_a_package_of_another_clip_reader_is_refused_for_screening(
+    published: Published, tmp_path: Path
+) -> None:
+    """Clips made by another reader differ (decode, cleaning, resize): the models would
+    not see what they were validated on, so screening refuses such a package."""
+    from echoscreen.screen import Screener
+
+    view, rhd = _runs_with_reader(published, tmp_path, ("full-decode/0", "full-decode/0"))
+    reg = tmp_path / "reg"
+    ok("publish", str(rhd), "--view-run", str(view), "--registry", str(reg), "--name", "old",
+       "--version", "1")  # fmt: skip
+    pkg = load_package(reg, "old:1")
+    assert pkg.reader == "full-decode/0"  # publishing it is fine: it says what it is
+    with pytest.raises(RegistryError, match="clip reader 'full-decode/0'"):
+        Screener.open(reg, "old:1")
+    out = fails("screen", str(published.train_study_folders()[0]), "--registry", str(reg),
+                "--model", "old:1", match="clip reader 'full-decode/0'")  # fmt: skip
+    assert "re-ingest" in out
+
+
+def test_runs_on_clips_of_different_readers_are_not_published_together(
+    published: Published, tmp_path: Path
+) -> None:
+    view, rhd = _runs_with_reader(published, tmp_path, ("full-decode/0", "dct-scaled/1"))
+    with pytest.raises(RegistryError, match="different stored clips"):
+        publish(PublishConfig(rhd_run=rhd, view_run=view, registry=tmp_path / "reg",
+                              name="mixed", version="1"))  # fmt: skip
+    assert not (tmp_path / "reg" / "mixed" / "1").exists()
+
+
+def test_runs_from_before_clips_json_take_shape_and_reader_from_their_site(
+    published: Published, tmp_path: Path
+) -> None:
+    from echoscreen.deid import READER
+
+    view, rhd = _runs_with_reader(published, tmp_path, ("x", "x"))
+    for run in (view, rhd):
+        (run / "clips.json").unlink()
+    publish(PublishConfig(rhd_run=rhd, view_run=view, registry=tmp_path / "reg", name="old",
+                          version="1"))  # fmt: skip
+    pkg = load_package(tmp_path / "reg", "old:1")
+    assert (pkg.spec.frames, pkg.spec.size, pkg.reader) == (16, 64, READER)
+    with pytest.raises(RegistryError, match="not the --clip-frames 8 --clip-size 64"):
+        publish(PublishConfig(rhd_run=rhd, view_run=view, registry=tmp_path / "reg",
+                              name="old", version="2", spec=PreprocessSpec(size=64, frames=8)))

@@ -52,6 +52,42 @@ def add_cohort(cat: Catalog, n_patients: int, studies_per_patient: int = 2) -> N
                 add_to_dataset(s, "rhd", sid)
 
 
+def test_a_catalog_made_before_a_column_gets_it_added_with_nulls(catalog_url: str) -> None:
+    """A site ingested by an older echoscreen (no ``clips.reader``) opens, keeps its rows,
+    and reads NULL for the new column; a missing NOT NULL column is a clear refusal."""
+    from sqlalchemy import create_engine, inspect, text
+
+    cat = Catalog(catalog_url)
+    cat.create_all()
+    add_cohort(cat, 3)
+    cat.close()
+    raw = create_engine(normalise_url(catalog_url))
+    with raw.begin() as conn:
+        conn.execute(text("ALTER TABLE clips DROP COLUMN reader"))
+    assert "reader" not in {c["name"] for c in inspect(raw).get_columns("clips")}
+    for _ in range(2):  # the second open finds nothing to add
+        cat = Catalog(catalog_url)
+        cat.create_all()
+        with cat.session() as s:
+            readers = s.scalars(select(Clip.reader)).all()
+            assert len(readers) == 2 * (1 + 2 + 1) and set(readers) == {None}
+            s.add(Clip(id="new.1", study_id="1.2.826.0.1.0.0", view="A4C", doppler=False,
+                       n_frames=16, fps=30.0, rows=64, cols=64, transfer_syntax="x",
+                       dicom_object="c" * 64, tensor_object="d" * 64, tensor_shape="3x16x64x64",
+                       reader="dct-scaled/1"))  # fmt: skip
+        with cat.session() as s:
+            assert s.get(Clip, "new.1").reader == "dct-scaled/1"  # type: ignore[union-attr]
+            s.delete(s.get(Clip, "new.1"))
+        cat.close()
+    with raw.begin() as conn:
+        conn.execute(text("ALTER TABLE clips DROP COLUMN tensor_shape"))
+    raw.dispose()
+    cat = Catalog(catalog_url)
+    with pytest.raises(CatalogError, match="lacks the column tensor_shape"):
+        cat.create_all()
+    cat.close()
+
+
 def test_url_normalisation() -> None:
     assert normalise_url("postgresql://u:p@h/db").drivername == "postgresql+psycopg"
     assert normalise_url("postgres://u@h/db").drivername == "postgresql+psycopg"

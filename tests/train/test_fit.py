@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from echoscreen.deid import READER
 from echoscreen.errors import ConfigError
 from echoscreen.models import LABELS, VIEWS
 from echoscreen.train import TrainConfig, fit
@@ -24,9 +25,13 @@ def _files(cfg: TrainConfig) -> set[str]:
 
 def test_view_run_files(tiny_cfg: TrainConfig) -> None:
     result = fit(tiny_cfg, progress=False)
-    assert _files(tiny_cfg) == {"config.json", "metrics.jsonl", "checkpoint.pt", "best.pt",
-                                "predictions_val.json", "predictions_test.json"}  # fmt: skip
+    assert _files(tiny_cfg) == {"config.json", "clips.json", "metrics.jsonl", "checkpoint.pt",
+                                "best.pt", "predictions_val.json",
+                                "predictions_test.json"}  # fmt: skip
     assert TrainConfig.load(tiny_cfg.run / "config.json") == tiny_cfg
+    stored = json.loads((tiny_cfg.run / "clips.json").read_text())
+    assert stored["reader"] == READER and stored["shape"][0] == 3 and len(stored["shape"]) == 4
+    assert list(stored["readers"]) == [READER] and stored["readers"][READER] > 0
     rows = [json.loads(line) for line in (tiny_cfg.run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1]
     assert {"train_loss", "val_loss", "val_view_acc", "val_doppler_acc", "lr"} <= set(rows[0])

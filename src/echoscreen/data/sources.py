@@ -31,6 +31,8 @@ class ClipInfo:
         n_frames: frames in the source cine; fps: its frame rate.
         shape: tensor shape ``(3, T, S, S)``.
         sex, age_years: demographics kept for fairness analysis (may be ``None``).
+        reader: the clip reader that made the tensor (``echoscreen.deid.READER`` at its
+            ingest), or ``None`` when it was not recorded.
     """
 
     id: str
@@ -44,13 +46,15 @@ class ClipInfo:
     shape: tuple[int, ...]
     sex: str | None = None
     age_years: float | None = None
+    reader: str | None = None
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ClipInfo:
         """Build from the data server's / catalog's clip record."""
         return cls(str(d["id"]), str(d["study"]), d.get("split"), d.get("label"), d.get("view"),
                    d.get("doppler"), int(d["n_frames"]), float(d["fps"]),
-                   tuple(int(x) for x in d["shape"]), d.get("sex"), d.get("age_years"))  # fmt: skip
+                   tuple(int(x) for x in d["shape"]), d.get("sex"), d.get("age_years"),
+                   d.get("reader"))  # fmt: skip
 
 
 class SiteSource(Protocol):

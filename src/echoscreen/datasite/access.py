@@ -173,7 +173,7 @@ def _clip_meta(c: Clip, st: Study, split: str | None) -> dict[str, Any]:
     return {
         "id": c.id, "study": c.study_id, "split": split, "label": st.label,
         "view": c.view, "doppler": c.doppler, "n_frames": c.n_frames, "fps": c.fps,
-        "shape": [int(d) for d in c.tensor_shape.split("x")],
+        "shape": [int(d) for d in c.tensor_shape.split("x")], "reader": c.reader,
         "sex": st.sex, "age_years": st.age_years,
     }  # fmt: skip
 

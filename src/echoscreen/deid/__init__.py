@@ -10,7 +10,7 @@ Typical use (the ingest pipeline)::
     clean_ds, clean_frames = deidentify_instance(ds, frames, deid)   # DeidError -> quarantine
 """
 
-from echoscreen.deid.clip import model_clip
+from echoscreen.deid.clip import READER, model_clip
 from echoscreen.deid.instance import burned_in_flag, clean_instance_pixels, deidentify_instance
 from echoscreen.deid.pixels import clean_pixels, clean_scaled, region_mask, regions_of
 from echoscreen.deid.policy import DeidPolicy
@@ -20,6 +20,7 @@ from echoscreen.errors import DeidError
 
 __all__ = [
     "EDITION",
+    "READER",
     "DeidError",
     "DeidPolicy",
     "DeidResult",

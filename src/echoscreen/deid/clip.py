@@ -16,6 +16,15 @@ from echoscreen.deid.instance import clean_instance_pixels
 from echoscreen.deid.policy import DeidPolicy
 from echoscreen.dicom.preprocess import ClipTensor, PreprocessSpec, preprocess, read_needed
 
+#: The version of the pixels :func:`model_clip` makes. Ingest stores it with every clip,
+#: a training run records the reader of its clips and a package the reader of its
+#: training clips; :class:`~echoscreen.screen.Screener` refuses a package whose reader
+#: is not this one. Change it with any change to the decode, the cleaning or the
+#: preprocessing that changes a clip's pixels (history: clips ingested before readers
+#: were recorded have none; ``dct-scaled/1`` is libjpeg's DCT-scaled decode of
+#: 2026-11-25, which differs from a full-size decode by about 1 to 2.5 grey levels).
+READER = "dct-scaled/1"
+
 
 def model_clip(
     ds: Dataset,

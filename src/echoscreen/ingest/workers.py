@@ -107,7 +107,7 @@ def prepare(
         Exception: anything reading, decoding or cleaning raises (the caller quarantines).
         StoreError: an object cannot be written.
     """
-    from echoscreen.deid import deidentify_instance, model_clip
+    from echoscreen.deid import READER, deidentify_instance, model_clip
     from echoscreen.dicom import load_dataset, read_cine
 
     ds = load_dataset(inst.data)
@@ -131,6 +131,7 @@ def prepare(
         "dicom_object": dicom_oid,
         "tensor_object": tensor_oid,
         "tensor_shape": "x".join(str(d) for d in tensor.pixels.shape),
+        "reader": READER,
     }
     return Prepared(row, _study_header(clean), cine.study_instance_uid, cine.sop_instance_uid)
 

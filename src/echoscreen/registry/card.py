@@ -54,6 +54,9 @@ def model_card(meta: dict[str, Any], rhd: dict[str, Any], view: dict[str, Any]) 
         f"- View model: run `{meta['sources']['view_run']}`, best epoch "
         f"{m['view']['best_epoch']}, input {m['view']['input']['frames']} frames x "
         f"{m['view']['input']['size']} px.",
+        f"- Stored clips: {meta['preprocess']['frames']} frames x {meta['preprocess']['size']} "
+        f"px, made by clip reader `{meta['preprocess'].get('reader') or 'not recorded'}`; "
+        "screening refuses this package under an echoscreen whose reader differs.",
         f"- Test split: {rhd.get('n_studies', '?')} studies, prevalence "
         f"{'n/a' if prev is None else f'{prev:.3f}'}; view test clips: {view.get('n_clips', '?')}.",
         "",

@@ -80,6 +80,13 @@ class ModelPackage:
         return PreprocessSpec(size=int(p["size"]), frames=int(p["frames"]), fps=float(p["fps"]))
 
     @property
+    def reader(self) -> str | None:
+        """The clip reader (``echoscreen.deid.READER``) that made the models' training clips,
+        or ``None`` when the runs did not record it."""
+        value = self.meta["preprocess"].get("reader")
+        return None if value is None else str(value)
+
+    @property
     def threshold(self) -> float:
         """Operating point: a study is screen-positive when p(screen-positive) >= this."""
         return float(self.meta["operating_point"]["threshold"])

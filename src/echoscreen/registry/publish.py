@@ -43,8 +43,8 @@ class PublishConfig:
         min_view_confidence: a clip is RHD evidence only if its predicted view (one of
             RHD_VIEWS) has at least this softmax probability.
         tolerance: largest |torch - onnxruntime| output difference accepted.
-        spec: how DICOM becomes stored clips; None reads the clip shape from the runs'
-            local site (fps 30, the ingest default).
+        spec: the stored clips' shape, for runs that do not record it (``clips.json``)
+            and trained on a remote site; None: from the runs (fps 30, the ingest default).
     """
 
     rhd_run: Path
@@ -87,27 +87,52 @@ def model_config(cfg: dict[str, Any]) -> ModelConfig:
                        image=int(cfg["size"]), dropout=float(cfg.get("dropout", 0.1)))  # fmt: skip
 
 
-def stored_spec(cfgs: list[dict[str, Any]], given: PreprocessSpec | None) -> PreprocessSpec:
-    """The PreprocessSpec of the stored clips the runs trained on (the same for both)."""
-    if given is not None:
-        return given
+def stored_spec(runs: list[Path], cfgs: list[dict[str, Any]], given: PreprocessSpec | None,
+                ) -> tuple[PreprocessSpec, str | None]:  # fmt: skip
+    """``(PreprocessSpec, reader)`` of the stored clips the runs trained on (the same for both).
+
+    From each run's ``clips.json`` (written when its training started). A run made before
+    runs recorded it is read from its local site (the shape, and the reader where the
+    site recorded one), or the shape is ``given`` (``--clip-frames``/``--clip-size``).
+
+    Raises:
+        RegistryError: the runs trained on clips of different shapes or readers, or the
+            shape cannot be known.
+    """
     from echoscreen.data import LocalSite
 
-    shapes = set()
-    for cfg in cfgs:
+    found: set[tuple[tuple[int, ...] | None, str | None]] = set()
+    for run, cfg in zip(runs, cfgs, strict=True):
+        if (run / "clips.json").is_file():
+            rec = json.loads((run / "clips.json").read_text())
+            shape = tuple(rec["shape"]) if rec.get("shape") else None
+            found.add((shape, rec.get("reader")))
+            continue
         data = str(cfg["data"])
         if data.startswith(("https://", "http://")) or not Path(data).is_dir():
-            raise RegistryError(f"cannot read the clip shape of {data!r} from here; give "
-                                "--clip-frames and --clip-size (as ingested)")  # fmt: skip
+            found.add((None, None))
+            continue
         clips = LocalSite(Path(data)).clips(str(cfg["dataset"]), None)
         if not clips:
             raise RegistryError(f"dataset {cfg['dataset']!r} of {data} has no clips")
-        shapes.add(tuple(clips[0].shape))
-    if len(shapes) != 1:
-        raise RegistryError(f"the two runs trained on clips of different shapes {sorted(shapes)}; "
-                            "train both on the same ingested dataset")  # fmt: skip
-    _, frames, size, _ = shapes.pop()
-    return PreprocessSpec(size=int(size), frames=int(frames))
+        readers = {c.reader for c in clips}
+        found.add((tuple(clips[0].shape), readers.pop() if len(readers) == 1 else None))
+    if len(found) != 1:
+        raise RegistryError(f"the two runs trained on different stored clips (shape, reader): "
+                            f"{sorted(found, key=str)}; train both on the same ingested "
+                            "dataset")  # fmt: skip
+    shape, reader = found.pop()
+    if shape is None:
+        if given is None:
+            raise RegistryError("the runs do not record their clips' shape, nor can it be read "
+                                "from here; give --clip-frames and --clip-size (as ingested)")
+        return given, reader
+    _, frames, size, _ = shape
+    spec = PreprocessSpec(size=int(size), frames=int(frames))
+    if given is not None and (given.size, given.frames) != (spec.size, spec.frames):
+        raise RegistryError(f"the runs trained on {frames}-frame {size}-px clips, not the "
+                            f"--clip-frames {given.frames} --clip-size {given.size} given")
+    return spec, reader
 
 
 def _jsonable(obj: Any) -> Any:
@@ -200,7 +225,8 @@ def _write_model(tmp: Path, task: str, run: Path, tol: float) -> dict[str, Any]:
 
 
 def _package_meta(pc: PublishConfig, models: dict[str, Any], spec: PreprocessSpec,
-                  rhd_metrics: dict[str, Any], max_clips: int) -> dict[str, Any]:  # fmt: skip
+                  reader: str | None, rhd_metrics: dict[str, Any],
+                  max_clips: int) -> dict[str, Any]:  # fmt: skip
     from echoscreen import __version__
 
     op = rhd_metrics.get("operating_point") or {}
@@ -212,7 +238,8 @@ def _package_meta(pc: PublishConfig, models: dict[str, Any], spec: PreprocessSpe
         "format": FORMAT, "name": pc.name, "version": pc.version,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "echoscreen_version": __version__, "models": models,
-        "preprocess": {"size": spec.size, "frames": spec.frames, "fps": spec.fps},
+        "preprocess": {"size": spec.size, "frames": spec.frames, "fps": spec.fps,
+                       "reader": reader},
         "operating_point": op, "labels": list(LABELS), "views": list(VIEWS),
         "rhd_views": list(RHD_VIEWS),
         "decision": {"max_clips": max_clips, "min_view_confidence": pc.min_view_confidence,
@@ -240,13 +267,14 @@ def publish(pc: PublishConfig) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".publish-{pc.version}-", dir=target.parent))
     try:
-        rhd_cfg = read_run(pc.rhd_run, "rhd")[0]
-        spec = stored_spec([rhd_cfg, read_run(pc.view_run, "view")[0]], pc.spec)
+        rhd_cfg, view_cfg = read_run(pc.rhd_run, "rhd")[0], read_run(pc.view_run, "view")[0]
+        runs = [Path(pc.rhd_run), Path(pc.view_run)]
+        spec, reader = stored_spec(runs, [rhd_cfg, view_cfg], pc.spec)
         models = {t: _write_model(tmp, t, pc.rhd_run if t == "rhd" else pc.view_run,
                                   pc.tolerance) for t in TASKS}  # fmt: skip
         rhd_m = json.loads((tmp / "rhd" / "metrics.json").read_text())
         view_m = json.loads((tmp / "view" / "metrics.json").read_text())
-        meta = _package_meta(pc, models, spec, rhd_m, int(rhd_cfg.get("max_clips", 8)))
+        meta = _package_meta(pc, models, spec, reader, rhd_m, int(rhd_cfg.get("max_clips", 8)))
         (tmp / PACKAGE_JSON).write_text(json.dumps(meta, indent=2) + "\n")
         (tmp / "model_card.md").write_text(model_card(meta, rhd_m, view_m))
         write_manifest(tmp)

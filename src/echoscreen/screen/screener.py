@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor
@@ -29,10 +30,12 @@ from typing import Any
 import numpy as np
 
 from echoscreen.dicom.preprocess import PreprocessSpec
-from echoscreen.errors import EchoscreenError
+from echoscreen.errors import EchoscreenError, RegistryError
 from echoscreen.models import LABELS, RHD_VIEWS, VIEWS
 from echoscreen.registry.package import TASKS, ModelPackage, load_package
 from echoscreen.screen.backends import Backend, make_backend
+
+log = logging.getLogger(__name__)
 
 SCHEMA = "echoscreen.screen/1"
 #: clips per view-model batch
@@ -173,6 +176,32 @@ def model_frames(package: ModelPackage) -> list[int]:
     return sorted(picked)
 
 
+def check_reader(package: ModelPackage) -> ModelPackage:
+    """``package``, if it may screen with this echoscreen's clip reader.
+
+    A model sees only clips like those it was trained on: a package whose training clips
+    came from another reader (decode, cleaning or preprocessing that made other pixels)
+    is refused. One that does not record its reader is used, with a warning logged.
+
+    Raises:
+        RegistryError: the package's reader is not :data:`echoscreen.deid.READER`.
+    """
+    from echoscreen.deid import READER
+
+    if package.reader is None:
+        log.warning("%s does not record the clip reader of its training clips; if they were "
+                    "ingested by another echoscreen version, decisions near the threshold may "
+                    "differ from the validated ones", package.ref)  # fmt: skip
+    elif package.reader != READER:
+        raise RegistryError(
+            f"{package.ref} was trained on clips made by clip reader {package.reader!r}, but "
+            f"this echoscreen makes clips with {READER!r}, which differ: its decisions would "
+            "not be the validated ones. Screen with the echoscreen version that published it, "
+            "or re-ingest the training studies with this one and train and publish again"
+        )
+    return package
+
+
 class Screener:
     """Screens studies with one verified package through one backend.
 
@@ -182,6 +211,7 @@ class Screener:
     """
 
     def __init__(self, package: ModelPackage, backend: Backend | None = None) -> None:
+        check_reader(package)
         self.package = package
         self.backend = backend if backend is not None else make_backend(package, "onnx")
         #: the stored-clip frames the models see, the only ones :meth:`read` decodes
@@ -191,7 +221,7 @@ class Screener:
     @classmethod
     def open(cls, registry: Path, ref: str, backend: str = "onnx", threads: int = 0) -> Screener:
         """Load and verify ``NAME:VERSION`` from ``registry`` and open a ``backend`` for it."""
-        package = load_package(registry, ref)
+        package = check_reader(load_package(registry, ref))
         return cls(package, make_backend(package, backend, threads))
 
     def read(

@@ -26,7 +26,7 @@ from typing import Any
 from echoscreen.errors import BadStudyError, ConfigError, OverloadedError, ServiceError
 from echoscreen.registry.package import ModelPackage, load_package
 from echoscreen.screen.backends import make_backend
-from echoscreen.screen.screener import ClipResult, Screener, ScreenResult, read_file
+from echoscreen.screen.screener import ClipResult, Screener, ScreenResult, check_reader, read_file
 from echoscreen.service.batching import BatchingBackend
 from echoscreen.service.config import ServiceConfig
 from echoscreen.service.door import check_study
@@ -98,7 +98,7 @@ class ScreeningEngine:
     def start(self) -> None:
         """Load and verify the package, open the backend, batcher, pools and job store."""
         cfg = self.cfg.validate()
-        self._package = load_package(cfg.registry, cfg.model)
+        self._package = check_reader(load_package(cfg.registry, cfg.model))
         inner = make_backend(self._package, cfg.backend, cfg.inference_threads)
         self._batcher = BatchingBackend(inner, cfg.max_batch, cfg.max_wait_ms, self.metrics)
         self._screener = Screener(self._package, self._batcher)

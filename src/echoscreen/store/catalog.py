@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Engine, create_engine, event, func, inspect, select, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
+from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from echoscreen.errors import CatalogError
@@ -124,11 +124,40 @@ class Catalog:
         )
 
     def create_all(self) -> None:
-        """Create every table that is missing (existing tables are left alone)."""
+        """Create every table that is missing, and add the nullable columns a table made
+        by an older echoscreen lacks (``ALTER TABLE ... ADD COLUMN``: its rows get NULL).
+        Nothing is dropped or changed.
+
+        Raises:
+            CatalogError: the database is unreachable, or an existing table lacks a
+                column that may not be NULL (a catalog this version cannot upgrade).
+        """
         try:
             Base.metadata.create_all(self.engine)
+            for table in Base.metadata.sorted_tables:
+                present = {c["name"] for c in inspect(self.engine).get_columns(table.name)}
+                for col in table.columns:
+                    if col.name not in present:
+                        self._add_column(table.name, col)
         except (OperationalError, InterfaceError) as exc:
             raise self._unreachable(exc) from exc
+
+    def _add_column(self, table: str, col: Any) -> None:
+        if not col.nullable:
+            raise CatalogError(
+                f"catalog {redact_url(self.url)}: table {table} lacks the column {col.name}, "
+                "which this echoscreen cannot add to an existing catalog; open it with the "
+                "version that made it"
+            )
+        kind = col.type.compile(dialect=self.engine.dialect)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(text(f'ALTER TABLE {table} ADD COLUMN "{col.name}" {kind}'))
+        except (OperationalError, ProgrammingError):
+            # another process opening the same catalog may have added it first
+            names = {c["name"] for c in inspect(self.engine).get_columns(table)}
+            if col.name not in names:
+                raise
 
     def close(self) -> None:
         """Close every pooled connection."""

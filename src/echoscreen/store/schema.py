@@ -82,6 +82,9 @@ class Clip(Base):
     dicom_object: Mapped[str] = mapped_column(String(OID_LEN))
     tensor_object: Mapped[str] = mapped_column(String(OID_LEN))
     tensor_shape: Mapped[str] = mapped_column(String(64))
+    #: the clip reader that made the tensor (``echoscreen.deid.READER``); NULL for clips
+    #: ingested before readers were recorded
+    reader: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
     study: Mapped[Study] = relationship(back_populates="clips")
 

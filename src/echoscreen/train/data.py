@@ -177,6 +177,24 @@ class Loaders:
     train_set: Dataset[Any]
     datasets: dict[str, ClipDataset]
 
+    def stored_clips(self) -> dict[str, Any]:
+        """What the run's clips are, as stored at the site (``clips.json`` of the run):
+        ``{"shape": [3, T, S, S] or None, "reader": str or None, "readers": {reader: n}}``.
+
+        ``shape`` and ``reader`` are ``None`` unless every clip has the same one (a
+        reader not recorded at ingest counts as ``"unknown"`` in ``readers``);
+        ``echoscreen publish`` copies them into the package, and screening refuses a
+        package whose reader is not the one it reads with.
+        """
+        clips = [c for ds in self.datasets.values() for c in ds.clips]
+        shapes = {tuple(c.shape) for c in clips}
+        readers: dict[str, int] = {}
+        for c in clips:
+            readers[c.reader or "unknown"] = readers.get(c.reader or "unknown", 0) + 1
+        one = next(iter(readers)) if len(readers) == 1 else None
+        return {"shape": list(shapes.pop()) if len(shapes) == 1 else None,
+                "reader": None if one == "unknown" else one, "readers": readers}  # fmt: skip
+
     def close(self) -> None:
         """Stop fetching threads and close the source."""
         for ds in self.datasets.values():

@@ -1,6 +1,8 @@
 """``fit(cfg)``: a whole training run, in one process or as one rank of ``torchrun``.
 
-Files of ``cfg.run`` (written by rank 0 only): ``config.json``, ``metrics.jsonl``
+Files of ``cfg.run`` (written by rank 0 only): ``config.json``, ``clips.json`` (the
+stored clips' shape and reader, :meth:`~echoscreen.train.data.Loaders.stored_clips`),
+``metrics.jsonl``
 (one line per epoch), ``checkpoint.pt`` (every epoch), ``best.pt`` (the
 lowest validation loss) and, at the end,
 ``predictions_val.json`` and ``predictions_test.json`` from the best weights (rhd:
@@ -177,6 +179,7 @@ def _setup(cfg: TrainConfig, env: DistEnv, loaders: Loaders, resume: bool) -> _S
     elif env.main:
         cfg.run.mkdir(parents=True, exist_ok=True)
         cfg.save(cfg.run / "config.json")
+        (cfg.run / "clips.json").write_text(json.dumps(loaders.stored_clips(), indent=1) + "\n")
     return st
 
 
