@@ -20,10 +20,11 @@ def publish_command(
         help="A clip is RHD evidence only if its predicted view has this probability."),
     tolerance: float = typer.Option(1e-4, "--tolerance", min=0.0,
                                     help="Largest |torch - ONNX| output difference accepted."),
-    clip_frames: int | None = typer.Option(None, "--clip-frames", min=1,
-                                           help="Stored clip frames (if the site is remote)."),
+    clip_frames: int | None = typer.Option(
+        None, "--clip-frames", min=1,
+        help="Stored clip frames, for runs without clips.json trained remotely."),
     clip_size: int | None = typer.Option(None, "--clip-size", min=8,
-                                         help="Stored clip side in px (if the site is remote)."),
+                                         help="Stored clip side in px, as --clip-frames."),
 ) -> None:
     """Publish a view run and an rhd run as one immutable, checksummed screening package."""
     from echoscreen.dicom.preprocess import PreprocessSpec
