@@ -219,3 +219,25 @@ def test_runs_from_before_clips_json_take_shape_and_reader_from_their_site(
     with pytest.raises(RegistryError, match="not the --clip-frames 8 --clip-size 64"):
         publish(PublishConfig(rhd_run=rhd, view_run=view, registry=tmp_path / "reg",
                               name="old", version="2", spec=PreprocessSpec(size=64, frames=8)))
+
+
+def test_a_package_without_a_reader_screens_with_one_warning(
+    published: Published, caplog: pytest.LogCaptureFixture
+) -> None:
+    import dataclasses
+
+    from echoscreen.screen.screener import check_reader
+
+    pkg = load_package(published.registry, published.ref)
+    meta = {**pkg.meta, "preprocess": {k: v for k, v in pkg.meta["preprocess"].items()
+                                       if k != "reader"}}  # fmt: skip
+    unrecorded = dataclasses.replace(pkg, root=pkg.root / "as-if-older", meta=meta)
+    assert unrecorded.reader is None
+    with caplog.at_level("WARNING", logger="echoscreen.screen.screener"):
+        assert check_reader(unrecorded) is unrecorded
+        assert check_reader(unrecorded) is unrecorded
+    assert [r.getMessage().split(" ", 1)[1] for r in caplog.records] == [
+        "does not record the clip reader of its training clips; if they were ingested by "
+        "another echoscreen version, decisions near the threshold may differ from the "
+        "validated ones"
+    ]

@@ -36,6 +36,7 @@ from echoscreen.registry.package import TASKS, ModelPackage, load_package
 from echoscreen.screen.backends import Backend, make_backend
 
 log = logging.getLogger(__name__)
+_UNRECORDED_WARNED: set[Path] = set()
 
 SCHEMA = "echoscreen.screen/1"
 #: clips per view-model batch
@@ -181,7 +182,8 @@ def check_reader(package: ModelPackage) -> ModelPackage:
 
     A model sees only clips like those it was trained on: a package whose training clips
     came from another reader (decode, cleaning or preprocessing that made other pixels)
-    is refused. One that does not record its reader is used, with a warning logged.
+    is refused. One that does not record its reader is used, with a warning logged (once
+    per package and process).
 
     Raises:
         RegistryError: the package's reader is not :data:`echoscreen.deid.READER`.
@@ -189,6 +191,9 @@ def check_reader(package: ModelPackage) -> ModelPackage:
     from echoscreen.deid import READER
 
     if package.reader is None:
+        if package.root in _UNRECORDED_WARNED:
+            return package
+        _UNRECORDED_WARNED.add(package.root)
         log.warning("%s does not record the clip reader of its training clips; if they were "
                     "ingested by another echoscreen version, decisions near the threshold may "
                     "differ from the validated ones", package.ref)  # fmt: skip
