@@ -112,7 +112,7 @@ def prepare(
 
     ds = load_dataset(inst.data)
     cine = read_cine(ds)  # every frame at full size, for the stored de-identified object
-    clean, frames = deidentify_instance(ds, cine.frames, deid)
+    clean, frames = deidentify_instance(ds, cine.frames, deid, inplace=True)  # ours: no copy
     tensor = model_clip(ds, spec, deid.policy)  # the reader screening uses: no skew
     buf = io.BytesIO()
     clean.save_as(buf, enforce_file_format=True)
