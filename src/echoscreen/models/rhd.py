@@ -11,6 +11,8 @@ max baselines (:func:`aggregate`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -125,15 +127,7 @@ class RHDNet(nn.Module):
             (B, N, D) embeddings; rows of padding clips are zeros in eager mode (when
             tracing or exporting every clip is encoded, which gives the same study output).
         """
-        flat = clips.flatten(0, 1)
-        exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-        if exporting or torch.compiler.is_compiling() or bool(mask.all()):
-            return self.encoder(flat).unflatten(0, (clips.shape[0], clips.shape[1]))
-        keep = mask.flatten()
-        real = self.encoder(flat[keep])
-        h = real.new_zeros(flat.shape[0], real.shape[1])
-        h = h.index_put((keep.nonzero().squeeze(1),), real)
-        return h.unflatten(0, (clips.shape[0], clips.shape[1]))
+        return _real_clips(self.encoder, clips, mask)
 
     def forward(self, clips: torch.Tensor, mask: torch.Tensor,
                 views: torch.Tensor) -> dict[str, torch.Tensor]:  # fmt: skip
@@ -157,8 +151,7 @@ class RHDNet(nn.Module):
         score = score.squeeze(2).masked_fill(~mask, MASKED_LOGIT)
         attention = torch.softmax(score, dim=1)  # (B, N)
         study = self.drop((attention.unsqueeze(2) * h).sum(dim=1))  # (B, D)
-        flat = clips.flatten(0, 1)
-        evidence = soft_or(self.evidence(flat), self.motion(flat)).unflatten(0, mask.shape)
+        evidence = _real_clips(lambda x: soft_or(self.evidence(x), self.motion(x)), clips, mask)
         clip = self.clip_head(self.drop(h)).squeeze(2) + evidence
         peak = clip.masked_fill(~mask, MASKED_LOGIT).amax(dim=1)  # (B,) most positive clip
         screen = self.screen_head(study).squeeze(1) + peak
@@ -170,3 +163,20 @@ class RHDNet(nn.Module):
             "clip_screen": clip,
             "attention": attention,
         }
+
+
+def _real_clips(fn: Callable[[torch.Tensor], torch.Tensor], clips: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """``fn`` over the clips of ``(B, N, ...)`` as one ``(B*N, ...)`` batch, shaped back to
+    ``(B, N, ...)``. In eager mode only the real clips (``mask``) go through ``fn`` and
+    padding rows are zeros; when tracing, exporting or compiling, every clip does (the
+    graph has no data-dependent shapes), which leaves the study outputs the same."""
+    flat = clips.flatten(0, 1)
+    exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+    if exporting or torch.compiler.is_compiling() or bool(mask.all()):
+        return fn(flat).unflatten(0, (clips.shape[0], clips.shape[1]))
+    keep = mask.flatten()
+    real = fn(flat[keep])
+    out = real.new_zeros(flat.shape[0], *real.shape[1:])
+    out = out.index_put((keep.nonzero().squeeze(1),), real)
+    return out.unflatten(0, (clips.shape[0], clips.shape[1]))
