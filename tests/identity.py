@@ -6,6 +6,8 @@ original files the same way and search what was stored for it.
 
 from __future__ import annotations
 
+import re
+
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import UID_dictionary
@@ -79,10 +81,20 @@ def leaks_in(data: bytes, values: set[str], where: str, *, pixels: bool = False)
 
     With ``pixels``, only values of :data:`LONG` or more characters are searched (image
     bytes hold 4-letter words by chance); headers are searched separately for the rest.
+    A value of digits only (an ID, a serial number, a date) counts as found only as a
+    whole number, not inside a longer run of digits: the site's pseudonymised UIDs are
+    long random digit strings, and one of them held a 6-digit serial number by chance
+    (about one run in a few hundred).
     """
     low = data.lower()
     return [
         f"{v!r} in {where}"
         for v in sorted(values)
-        if (not pixels or len(v) >= LONG) and v.lower().encode() in low
+        if (not pixels or len(v) >= LONG) and _found(v.lower().encode(), low)
     ]
+
+
+def _found(value: bytes, data: bytes) -> bool:
+    if not value.isdigit():
+        return value in data
+    return re.search(rb"(?<![0-9])" + re.escape(value) + rb"(?![0-9])", data) is not None
