@@ -228,3 +228,25 @@ def test_verify_recomputes_content_ids(site: Site) -> None:
     with pytest.raises(IntegrityError, match="another id"):
         site.objects.get(oid, check_id=True)
     assert [f[0] for f in site.objects.verify()] == [oid]
+
+
+def test_rotation_keeps_the_keks_while_a_catalogued_object_is_missing(site: Site) -> None:
+    """An object away (deleted by mistake, to be restored from backup) may name any old
+    KEK: rotation keeps them all, so the restored object still opens."""
+    from echoscreen.store.schema import Clip, Study
+
+    kept, away = site.objects.put(b"kept" * 100), site.objects.put(b"away" * 100)
+    with site.catalog.session() as s:
+        s.add(Study(id="1.2.3", patient="p", n_clips=1))
+        s.flush()
+        s.add(Clip(id="1.2.3.1", study_id="1.2.3", n_frames=1, fps=30.0, rows=8, cols=8,
+                   transfer_syntax="x", dicom_object=kept, tensor_object=away,
+                   tensor_shape="3x1x8x8"))  # fmt: skip
+    old_key = site.keys.active_key_id
+    backup = site.objects.path(away).read_bytes()
+    site.objects.path(away).unlink()
+    rot = site.rotate_key()
+    assert rot.rewrapped == 1 and rot.kept == [old_key] and rot.retired == []
+    site.objects.path(away).write_bytes(backup)  # restored from backup
+    assert site.objects.get(away) == b"away" * 100
+    assert site.rotate_key().retired == [old_key, rot.new_key_id]  # now nothing is missing

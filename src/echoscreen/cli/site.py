@@ -82,7 +82,8 @@ def site_rotate_key(site: Path = SITE_OPTION) -> None:
         f"retired {', '.join(rot.retired) or 'none'}"
     )
     if rot.kept:
-        out.print(f"[yellow]kept {', '.join(rot.kept)}: damaged objects still use them[/]")
+        out.print(f"[yellow]kept {', '.join(rot.kept)}: damaged or missing objects may still "
+                  "use them (see `echoscreen site verify`)[/]")
 
 
 @site_app.command("split")

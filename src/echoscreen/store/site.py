@@ -147,6 +147,11 @@ class Site:
             raise StoreError(f"{meta_path} is malformed ({exc}); restore it from backup") from exc
         if fmt != SITE_FORMAT:
             raise StoreError(f"site format {fmt} is not supported by this echoscreen version")
+        if stored is None and not (path / "catalog.db").is_file():
+            raise StoreError(  # opening would make an empty catalog: every object orphaned
+                f"{path / 'catalog.db'} is missing: restore it from backup (the stored objects "
+                "are useless without it)"
+            )
         keys = LocalKeyProvider(path / "keys")
         site = cls(path, keys, cls._secret(path), Catalog(cls._catalog_url(path, stored)))
         site.catalog.create_all()
@@ -183,13 +188,18 @@ class Site:
         """Make a new KEK, re-wrap every data key under it, then retire unused old KEKs.
 
         Old KEKs are deleted only once no object header names them any more; an
-        object that could not be re-wrapped (damaged) keeps its KEK alive.
+        object that could not be re-wrapped (damaged) keeps its KEK alive, and so does an
+        object the catalog references but the store lacks (its header, hence its KEK,
+        is unknown: when it is restored from backup it still needs one of them).
         """
         old = [k for k in self.keys.key_ids() if k != self.keys.active_key_id]
         old.append(self.keys.active_key_id)
         new_id = self.keys.rotate()
         n = self.objects.rewrap(progress)
         in_use = self.objects.key_ids_in_use()
+        stored = set(self.objects.ids())
+        if any(oid not in stored for _, _, oid in self.catalog.object_refs()):
+            in_use |= set(old)  # a missing object may name any of them
         retired, kept = [], []
         for key_id in old:
             if key_id in in_use:
