@@ -69,3 +69,22 @@ def test_demo_runs_every_stage_on_a_tiny_cohort(tmp_path: Path) -> None:
     for cells in served:
         assert cells[1] == decided[cells[0]] and cells[4] == "yes"
     assert "2/2 decisions as in stage 5d" in text
+
+
+def test_demo_refuses_a_workdir_holding_other_files(tmp_path: Path) -> None:
+    import pytest
+
+    from echoscreen.demo import claim_workdir
+    from echoscreen.errors import ConfigError
+
+    mine = tmp_path / "notes"
+    (mine / "cohort").mkdir(parents=True)
+    (mine / "cohort" / "my_notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="holds files no demo made"):
+        claim_workdir(mine)
+    assert (mine / "cohort" / "my_notes.txt").read_text() == "keep me"
+    with pytest.raises(ConfigError, match="is a file"):
+        claim_workdir(mine / "cohort" / "my_notes.txt")
+    claim_workdir(tmp_path / "new")  # a new folder, then the demo's own again
+    (tmp_path / "new" / "cohort").mkdir()
+    claim_workdir(tmp_path / "new")

@@ -76,3 +76,19 @@ def test_bad_input_is_a_clean_error(tmp_path: Path, args: tuple[str, ...], match
         Site.init(tmp_path / "site").close()
     fails(*(a.format(tmp=tmp_path) for a in args), match=match)
     assert not (tmp_path / "other").exists()
+
+
+def test_a_missing_catalog_is_refused_not_replaced(tmp_path: Path) -> None:
+    Site.init(tmp_path / "site").close()
+    (tmp_path / "site" / "catalog.db").unlink()
+    for cmd in ("ls", "verify"):
+        fails("site", cmd, "--site", str(tmp_path / "site"), match="catalog.db is missing")
+    assert not (tmp_path / "site" / "catalog.db").exists()
+
+
+def test_environment_errors_are_one_line_not_tracebacks(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    fails("site", "init", str(tmp_path / "afile" / "sub"), match="Not a directory")
+    Site.init(tmp_path / "site").close()
+    (tmp_path / "site" / "catalog.db").write_bytes(b"this is not sqlite" * 100)
+    fails("site", "ls", "--site", str(tmp_path / "site"), match="not a database")

@@ -87,3 +87,29 @@ def main() -> None:
         else:
             console.print(f"[bold red]error:[/] {exc.format_message()}", highlight=False)
         sys.exit(exc.exit_code)
+    except Exception as exc:
+        if not _environment_error(exc):
+            raise
+        console.print(f"[bold red]error:[/] {_describe(exc)}", highlight=False)
+        sys.exit(2)
+
+
+def _environment_error(exc: BaseException) -> bool:
+    """Errors of the machine, not of echoscreen: a path that is a file where a folder is
+    wanted, a port in use, an unreadable key file, a damaged database, a malformed URL.
+    They get one line and exit status 2 rather than a traceback."""
+    if isinstance(exc, (typer.Exit, typer.Abort, typer.TyperException)):
+        return False
+    if isinstance(exc, OSError):
+        return True
+    return type(exc).__module__.split(".")[0] in {"sqlite3", "sqlalchemy", "httpx"}
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.strerror or exc}: {exc.filename} ({type(exc).__name__})"
+    first = (str(exc).splitlines() or [""])[0]
+    if type(exc).__module__.startswith(("sqlite3", "sqlalchemy")):
+        return f"a database file is damaged or not a database ({first}); restore it from backup"
+    return f"{first} ({type(exc).__name__})"
+

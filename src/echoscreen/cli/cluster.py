@@ -27,7 +27,8 @@ _PROFILE = typer.Option(
 
 @cluster_app.command("start")
 def start_command(
-    engines: int = typer.Option(..., "--engines", "-n", help="Engines (processes) to start."),
+    engines: int = typer.Option(..., "--engines", "-n", max=256,
+                                help="Engines (processes) to start (at most 256)."),
     profile: str = _PROFILE,
 ) -> None:
     """Start a controller and N engines on loopback, left running in the background."""

@@ -60,7 +60,7 @@ def pki_revoke(
 def datasite_serve(
     site: Path = SITE_OPTION,
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
-    port: int = typer.Option(8443, "--port", help="TCP port."),
+    port: int = typer.Option(8443, "--port", min=0, max=65535, help="TCP port."),
     max_batch: int = typer.Option(64, "--max-batch", help="Most clips per batch request."),
     rate: float = typer.Option(2000.0, "--rate", help="Clips per second per tenant."),
 ) -> None:

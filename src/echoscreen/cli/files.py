@@ -17,7 +17,8 @@ def demo(
     serve: bool = typer.Option(
         False, "--serve", help="Then keep the screening service running and print its web page."
     ),
-    port: int = typer.Option(8080, "--port", help="Port of the service with --serve."),
+    port: int = typer.Option(8080, "--port", min=0, max=65535,
+                              help="Port of the service with --serve."),
 ) -> None:
     """Run the main job end to end on embedded defaults."""
     from echoscreen.demo import DemoConfig, run_demo

@@ -18,8 +18,10 @@ def ingest_command(
     labels: Path = typer.Option(None, "--labels", help="labels.csv (by study_instance_uid)."),
     clips: Path = typer.Option(None, "--clips", help="clips.csv (by sop_instance_uid)."),
     dataset: str = typer.Option(None, "--dataset", help="Put the studies in this dataset."),
-    size: int = typer.Option(112, "--size", help="Side of the stored clip tensors (pixels)."),
-    frames: int = typer.Option(32, "--frames", help="Frames of the stored clip tensors."),
+    size: int = typer.Option(112, "--size", min=8, max=1024,
+                                help="Side of the stored clip tensors (pixels)."),
+    frames: int = typer.Option(32, "--frames", min=1, max=1024,
+                                  help="Frames of the stored clip tensors."),
     workers: int = typer.Option(
         0, "--workers", help="Processes preparing clips (0 = one per CPU core; 1 = in-process)."
     ),
@@ -44,12 +46,15 @@ def ingest_command(
 
 def listen_command(
     site: Path = SITE_OPTION,
-    port: int = typer.Option(11112, "--port", help="TCP port of the C-STORE SCP."),
+    port: int = typer.Option(11112, "--port", min=0, max=65535,
+                              help="TCP port of the C-STORE SCP."),
     aet: str = typer.Option("ECHOSCREEN", "--aet", help="AE title scanners must call."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface (0.0.0.0: all)."),
     dataset: str = typer.Option(None, "--dataset", help="Put the studies in this dataset."),
-    size: int = typer.Option(112, "--size", help="Side of the stored clip tensors (pixels)."),
-    frames: int = typer.Option(32, "--frames", help="Frames of the stored clip tensors."),
+    size: int = typer.Option(112, "--size", min=8, max=1024,
+                                help="Side of the stored clip tensors (pixels)."),
+    frames: int = typer.Option(32, "--frames", min=1, max=1024,
+                                  help="Frames of the stored clip tensors."),
 ) -> None:
     """Receive studies by DICOM C-STORE; ingest each when its association ends (Ctrl-C stops)."""
     from echoscreen.dicom import PreprocessSpec

@@ -22,9 +22,10 @@ def serve_command(
     model: str = typer.Option(..., "--model", help="Package to serve, as NAME:VERSION."),
     state: Path = STATE_OPTION,
     host: str = typer.Option("127.0.0.1", "--host", help="Interface the HTTP API listens on."),
-    port: int = typer.Option(8080, "--port", help="TCP port of the HTTP API."),
+    port: int = typer.Option(8080, "--port", min=0, max=65535,
+                              help="TCP port of the HTTP API."),
     dicom_port: int | None = typer.Option(
-        None, "--dicom-port", help="Also run a C-STORE SCP on this port."
+        None, "--dicom-port", min=1, max=65535, help="Also run a C-STORE SCP on this port."
     ),
     ae_title: str = typer.Option("ECHOSCREEN", "--ae-title", help="AE title of the SCP."),
     pacs: str | None = typer.Option(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -20,8 +21,9 @@ from rich.table import Table
 from echoscreen.demo import data, models
 from echoscreen.demo import service as service_stage
 from echoscreen.demo.config import DemoConfig
+from echoscreen.errors import ConfigError
 
-__all__ = ["DemoConfig", "run_demo"]
+__all__ = ["DemoConfig", "claim_workdir", "run_demo"]
 
 
 class _Clock:
@@ -50,6 +52,29 @@ class _Clock:
         return table
 
 
+#: marks a folder as the demo's own: its stage folders are replaced on every run
+MARKER = ".echoscreen-demo"
+
+
+def claim_workdir(workdir: Path) -> None:
+    """Make ``workdir`` the demo's, refusing a folder that holds anything else.
+
+    The demo replaces its stage folders (``cohort``, ``site``, ``runs``, ``registry``,
+    ``held-out``) on every run, so it only works in a new or empty folder, or one an
+    earlier demo made (it holds :data:`MARKER`).
+
+    Raises:
+        ConfigError: ``workdir`` is a file, or a non-empty folder no demo made.
+    """
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"--workdir {workdir} is a file; give a new or empty folder")
+    if workdir.is_dir() and any(workdir.iterdir()) and not (workdir / MARKER).exists():
+        raise ConfigError(f"--workdir {workdir} holds files no demo made, and the demo replaces "
+                          "its folders there; give a new or empty folder")  # fmt: skip
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / MARKER).touch()
+
+
 def run_demo(cfg: DemoConfig, console: Console, serve_port: int | None = None) -> None:
     """Run every demo stage in order, printing what each produced and how long it took.
 
@@ -59,7 +84,7 @@ def run_demo(cfg: DemoConfig, console: Console, serve_port: int | None = None) -
         serve_port: after the last stage, keep the screening service running on this
             port (in the foreground, until Ctrl-C); None: stop when done.
     """
-    cfg.workdir.mkdir(parents=True, exist_ok=True)
+    claim_workdir(cfg.workdir)
     clock = _Clock(console)
     with clock.stage("1. phantom cohort"):
         cohort = data.make_cohort(cfg, console)
