@@ -15,23 +15,26 @@ Passes alternate between the routes (so both see the same background load) and t
 best of ``--passes`` counts. CPU time per MB of the reading process and of the
 server process is printed too: on a shared machine it varies less than clips/s.
 
-* **local**: ``LocalSite``: catalog lookup, AES-256-GCM decrypt, ``.npy`` parse.
+* **local**: ``LocalSite``: catalog lookup, AES-256-GCM decrypt, zstd decompression
+  (of the tensors stored compressed), ``.npy`` parse.
 * **remote**: ``RemoteSite`` against ``echoscreen datasite serve`` running as a
   separate process: the same decryption there, plus the audit record of every
-  request, TLS 1.3 both ways, HTTP framing and parsing here.
+  request, TLS 1.3 both ways, HTTP framing and parsing, and the same decompression
+  here (compressed tensors travel as stored).
 * **train step**: clips/s a small 3D-conv net (forward + backward + SGD step, CPU,
   batch ``--batch``) consumes, to show whether the remote feed keeps up.
 
 Target: remote >= 0.5x local, and remote above what the training step consumes.
-Run: ``.venv/bin/python bench/remote.py [--clips 96] [--frames 32 --size 112]``.
+Run: ``.venv/bin/python bench/remote.py [--data phantom --studies 12 | --data random --clips 96]
+[--frames 32 --size 112]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,37 +50,68 @@ from echoscreen.data import ClipDataset, LocalSite, RemoteSite, make_loader
 from echoscreen.data.sources import ClipInfo, SiteSource
 from echoscreen.datasite import access, pki
 from echoscreen.datasite.server import free_port
+from echoscreen.dicom import PreprocessSpec
+from echoscreen.ingest import open_source
+from echoscreen.ingest.pipeline import ingest
+from echoscreen.store import tensors
 from echoscreen.store.catalog import add_to_dataset
 from echoscreen.store.schema import Clip, Study
 from echoscreen.store.site import Site
+from echoscreen.synth import CohortConfig, generate_cohort
 
 
-def build_site(root: Path, n_clips: int, shape: tuple[int, ...]) -> Path:
-    """A site with ``n_clips`` random clip tensors in dataset ``bench``, a PKI and a tenant.
+def build_site(root: Path, data: str, count: int, shape: tuple[int, ...]) -> Path:
+    """A site with clip tensors in dataset ``bench``, a PKI and a tenant ``bench``.
 
-    The tensors are stored as ingest stores them: ``np.save`` bytes, encrypted.
+    Args:
+        data: ``phantom``: ``count`` phantom studies (seed 5, 240x320 JPEG cines),
+            ingested as ``echoscreen ingest`` does, at the bench's frames and size;
+            ``random``: ``count`` clips of uniform random bytes, stored as ingest stores
+            tensors (random bytes do not compress, so they stay ``npy``: the worst case).
+        shape: ``(3, frames, size, size)`` of the stored tensors.
     """
     site = Site.init(root / "site")
-    rng = np.random.default_rng(0)
-    with site.catalog.session() as s:
-        for i in range(n_clips):
-            sid = f"1.2.826.0.9.{i // 4 + 1}"
-            if i % 4 == 0:
-                s.add(Study(id=sid, patient=f"p{i}", label="normal", n_clips=4))
-                s.flush()
-                add_to_dataset(s, "bench", sid)
-            buf = io.BytesIO()
-            np.save(buf, rng.integers(0, 256, shape, dtype=np.uint8), allow_pickle=False)
-            oid = site.objects.put(buf.getvalue())
-            s.add(Clip(id=f"{sid}.{i % 4 + 1}", study_id=sid, view="A4C", doppler=False,
-                       n_frames=shape[1], fps=30.0, rows=shape[2], cols=shape[3],
-                       transfer_syntax="1.2.840.10008.1.2.1", dicom_object=oid,
-                       tensor_object=oid, tensor_shape="x".join(map(str, shape))))  # fmt: skip
+    if data == "phantom":
+        cohort = root / "cohort"
+        generate_cohort(cohort, CohortConfig(studies=count, seed=5, frames=shape[1],
+                                             size=(240, 320)))  # fmt: skip
+        ingest(open_source(str(cohort)), site, labels=cohort / "labels.csv",
+               clips=cohort / "clips.csv", dataset="bench",
+               spec=PreprocessSpec(size=shape[2], frames=shape[1]))  # fmt: skip
+        shutil.rmtree(cohort)
+    else:
+        rng = np.random.default_rng(0)
+        with site.catalog.session() as s:
+            for i in range(count):
+                sid = f"1.2.826.0.9.{i // 4 + 1}"
+                if i % 4 == 0:
+                    s.add(Study(id=sid, patient=f"p{i}", label="normal", n_clips=4))
+                    s.flush()
+                    add_to_dataset(s, "bench", sid)
+                stored = tensors.put(site.objects, rng.integers(0, 256, shape, dtype=np.uint8))
+                s.add(Clip(id=f"{sid}.{i % 4 + 1}", study_id=sid, view="A4C", doppler=False,
+                           n_frames=shape[1], fps=30.0, rows=shape[2], cols=shape[3],
+                           transfer_syntax="1.2.840.10008.1.2.1",
+                           dicom_object=stored["tensor_object"], **stored))  # fmt: skip
     pki.init_pki(site.path)
     pki.issue(site, "bench", root / "id")
     access.grant(site, "bench", "bench")
     site.close()
     return root / "site"
+
+
+def stored_sizes(site_path: Path) -> tuple[int, int, dict[str, int]]:
+    """``(clips, stored bytes, clips per form)`` of dataset ``bench``."""
+    from sqlalchemy import select
+
+    from echoscreen.store.tensors import NPY
+
+    with Site.open(site_path) as site, site.catalog.session() as s:
+        rows = s.execute(select(Clip.tensor_codec, Clip.tensor_nbytes)).all()
+    forms: dict[str, int] = {}
+    for codec, _ in rows:
+        forms[codec or NPY] = forms.get(codec or NPY, 0) + 1
+    return len(rows), sum(n or 0 for _, n in rows), forms
 
 
 def cpu_s(pid: int) -> float:
@@ -161,7 +195,10 @@ def train_rate(shape: tuple[int, ...], batch: int, steps: int) -> float:
 def main() -> None:
     """Build a site, start the server process, measure both routes and a training step."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--clips", type=int, default=96)
+    p.add_argument("--data", choices=("phantom", "random"), default="phantom",
+                   help="phantom: ingested phantom studies; random: incompressible clips")
+    p.add_argument("--studies", type=int, default=12, help="phantom studies (--data phantom)")
+    p.add_argument("--clips", type=int, default=96, help="random clips (--data random)")
     p.add_argument("--frames", type=int, default=32)
     p.add_argument("--size", type=int, default=112)
     p.add_argument("--batch", type=int, default=8)
@@ -171,7 +208,8 @@ def main() -> None:
     shape = (3, a.frames, a.size, a.size)
     with tempfile.TemporaryDirectory(prefix="bench-remote-") as tmp:
         root = Path(tmp)
-        site = build_site(root, a.clips, shape)
+        site = build_site(root, a.data, a.studies if a.data == "phantom" else a.clips, shape)
+        n_clips, stored, forms = stored_sizes(site)
         port = free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "echoscreen", "datasite", "serve", "--site", str(site),
@@ -190,7 +228,7 @@ def main() -> None:
                         raise SystemExit("the data server did not start") from None
                     time.sleep(0.1)
             # less than the data, so a kept dataset's LRU cache cannot serve a later pass
-            cache = min(64 << 20, a.clips * int(np.prod(shape)) * 3 // 4)
+            cache = min(64 << 20, n_clips * int(np.prod(shape)) * 3 // 4)
             sources = {"local": lambda: LocalSite(site),
                        "remote": lambda: RemoteSite(url, root / "id")}  # fmt: skip
 
@@ -216,9 +254,11 @@ def main() -> None:
     mb = np.prod(shape) / 1e6
     print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"torch {torch.__version__}; clip {'x'.join(map(str, shape))} uint8 ({mb:.2f} MB), "
-          f"{a.clips} clips, batch {a.batch}, {per_request} clips per request, "
+          f"{n_clips} {a.data} clips, batch {a.batch}, {per_request} clips per request, "
           f"{ahead} batches ahead")  # fmt: skip
-    total_mb = a.clips * mb
+    total_mb = n_clips * mb
+    print(f"stored: {stored / 1e6:.1f} MB for {total_mb:.1f} MB of tensors "
+          f"({total_mb * 1e6 / max(stored, 1):.2f}x); forms {forms}")  # fmt: skip
     print(f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     for mode, what in (("fresh", "a fresh dataset each pass (connections, clip list)"),
                        ("kept", "one dataset kept for all passes, as across epochs")):  # fmt: skip

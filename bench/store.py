@@ -3,11 +3,12 @@
 Two figures:
 
 * **read**: clips per second read from the encrypted store the way training reads them
-  (``ObjectStore.read``: one ``readinto`` of the object file, AES-256-GCM decryption in
-  place with the GIL released, then ``npy_array``, a no-copy view of the ``.npy`` bytes)
-  against the same clip tensors read unencrypted from ``.npy`` files on the same disk
-  (``np.load``). Three ways, each alternating plain and encrypted passes ``--passes``
-  times, the best pass of each counting:
+  (``ObjectStore.read``: one ``readinto`` of the object file, AES-256-GCM decryption
+  with the GIL released, zstd decompression of the tensors stored compressed
+  (:mod:`echoscreen.store.tensors`), then ``npy_array``, a no-copy view of the ``.npy``
+  bytes) against the same clip tensors read unencrypted and uncompressed from ``.npy``
+  files on the same disk (``np.load``). Three ways, each alternating plain and
+  encrypted passes ``--passes`` times, the best pass of each counting:
 
   - *per clip, page cache warm*: one thread, every file already in memory (the plain
     route is then a memory copy, the hardest baseline);
@@ -51,6 +52,7 @@ from echoscreen.datasite.wire import npy_array
 from echoscreen.dicom import PreprocessSpec
 from echoscreen.ingest import open_source
 from echoscreen.ingest.pipeline import IngestReport, ingest
+from echoscreen.store import tensors
 from echoscreen.store.schema import Clip
 from echoscreen.store.site import Site
 from echoscreen.synth import CohortConfig, generate_cohort
@@ -163,7 +165,7 @@ def _read_figures(site: Site, plain_dir: Path, passes: int) -> _Reads:
     plain_dir.mkdir()
     files = {cid: plain_dir / f"{i}.npy" for i, (cid, _) in enumerate(rows)}
     for cid, oid in rows:
-        files[cid].write_bytes(site.objects.get(oid))
+        files[cid].write_bytes(tensors.npy_bytes(site.objects.get(oid)))
     oids = [oid for _, oid in rows]
     plain_files = list(files.values())
     enc_files = [site.objects.path(oid) for oid in oids]
@@ -171,7 +173,7 @@ def _read_figures(site: Site, plain_dir: Path, passes: int) -> _Reads:
 
     def read_encrypted() -> None:
         for oid in oids:
-            npy_array(site.objects.read(oid))
+            npy_array(tensors.npy_bytes(site.objects.read(oid)))
 
     def read_plain() -> None:
         for path in plain_files:

@@ -3,12 +3,14 @@
 Shared by ``tests/datasite`` and ``tests/data`` (their conftest files import the
 fixtures). The site is filled through the store's own APIs with random uint8 clip
 tensors (3, 16, 64, 64), stored encrypted exactly as ingest stores them
-(``np.save`` bytes), so every pixel a test receives can be compared with truth.
+(:func:`echoscreen.store.tensors.put`), so every pixel a test receives can be compared
+with truth. Even clips are black outside a sector, as echo frames are, and so are
+stored zstd-compressed; odd clips are random throughout and stay ``.npy``: every
+batch of two or more holds both forms.
 """
 
 from __future__ import annotations
 
-import io
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,11 +24,15 @@ from echoscreen.datasite import access, pki
 from echoscreen.datasite.limits import Limits
 from echoscreen.datasite.server import ServerConfig, running
 from echoscreen.datasite.tls import client_context
+from echoscreen.store import tensors
 from echoscreen.store.catalog import add_to_dataset
 from echoscreen.store.schema import Clip, Study
 from echoscreen.store.site import Site
 
 SHAPE = (3, 16, 64, 64)
+_YY, _XX = np.mgrid[:64, :64]
+#: a 60-degree image sector with its apex at the top, as echo frames have
+SECTOR = (_YY > 2) & (np.abs(_XX - 32) < _YY * np.tan(np.pi / 6))
 
 
 def populate(site: Site, dataset: str, prefix: str, n_studies: int, clips_per_study: int,
@@ -42,14 +48,14 @@ def populate(site: Site, dataset: str, prefix: str, n_studies: int, clips_per_st
             s.flush()
             for j in range(clips_per_study):
                 arr = rng.integers(0, 256, SHAPE, dtype=np.uint8)
-                buf = io.BytesIO()
-                np.save(buf, arr, allow_pickle=False)
-                oid = site.objects.put(buf.getvalue())
+                if j % 2 == 0:
+                    arr[..., ~SECTOR] = 0
+                stored = tensors.put(site.objects, arr)
                 cid = f"{sid}.{j + 1}"
                 s.add(Clip(id=cid, study_id=sid, view=("PLAX", "A4C")[j % 2],
                            doppler=bool(j % 2), n_frames=SHAPE[1], fps=30.0, rows=64, cols=64,
-                           transfer_syntax="1.2.840.10008.1.2.1", dicom_object=oid,
-                           tensor_object=oid, tensor_shape="x".join(map(str, SHAPE))))  # fmt: skip
+                           transfer_syntax="1.2.840.10008.1.2.1",
+                           dicom_object=stored["tensor_object"], **stored))  # fmt: skip
                 truth[cid] = arr
             add_to_dataset(s, dataset, sid)
     return truth

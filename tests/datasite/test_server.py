@@ -22,6 +22,8 @@ from echoscreen.datasite.limits import Limits
 from echoscreen.datasite.schema import AuditRecord
 from echoscreen.datasite.server import ServerConfig, running
 from echoscreen.datasite.wire import BATCH_TYPE, decode_batch, npy_array
+from echoscreen.store import tensors
+from echoscreen.store.schema import Clip
 
 
 def audit_since(served: Served, seq: int) -> list[AuditRecord]:
@@ -72,6 +74,48 @@ def test_tenant_reads_exactly_its_granted_clips(served: Served) -> None:
         assert [cid for cid, _ in got] == ids
         for cid, buf in got:
             assert np.array_equal(npy_array(buf), truth[cid])
+
+
+def test_compressed_clips_travel_as_stored_only_to_clients_that_accept_them(
+    served: Served,
+) -> None:
+    """Clips ``x.1`` are stored zstd, ``x.2`` npy (sitefix); both read back exactly."""
+    truth = served.truth["cohort-a"]
+    ids = sorted(truth)[:4]
+    with served.client("alice") as c:
+        packed = decode_batch(c.post("/v1/clips:batch", json={"ids": ids, "accept": ["zstd"]})
+                              .content)  # fmt: skip
+        plain = decode_batch(c.post("/v1/clips:batch", json={"ids": ids}).content)
+        with c.stream("GET", f"/v1/clips/{ids[0]}", headers={"accept-encoding": "zstd"}) as r:
+            raw = b"".join(r.iter_raw())
+            encoding = r.headers.get("content-encoding")
+        identity = c.get(f"/v1/clips/{ids[0]}", headers={"accept-encoding": "identity"})
+    assert [tensors.form(b) for _, b in packed] == ["zstd", "npy", "zstd", "npy"]
+    assert [tensors.form(b) for _, b in plain] == ["npy"] * 4
+    for (cid, a), (_, b) in zip(packed, plain, strict=True):
+        assert np.array_equal(npy_array(tensors.npy_bytes(a)), truth[cid])
+        assert np.array_equal(npy_array(b), truth[cid])
+    assert encoding == "zstd" and tensors.form(raw) == "zstd"
+    assert np.array_equal(npy_array(tensors.npy_bytes(raw)), truth[ids[0]])
+    assert "content-encoding" not in identity.headers
+    assert np.array_equal(npy_array(identity.content), truth[ids[0]])
+
+
+def test_a_catalog_row_that_disagrees_with_its_object_gives_409(served: Served) -> None:
+    cid = sorted(served.truth["cohort-a"])[0]  # stored zstd
+    with served.site.catalog.session() as s:
+        clip = s.get(Clip, cid)
+        assert clip is not None and clip.tensor_nbytes
+        clip.tensor_nbytes += 1
+    try:
+        with served.client("alice") as c:
+            r = c.post("/v1/clips:batch", json={"ids": [cid], "accept": ["zstd"]})
+        assert r.status_code == 409 and "catalog row says" in r.json()["detail"]
+    finally:
+        with served.site.catalog.session() as s:
+            clip = s.get(Clip, cid)
+            assert clip is not None and clip.tensor_nbytes
+            clip.tensor_nbytes -= 1
 
 
 def test_tenants_are_isolated_and_existence_does_not_leak(served: Served) -> None:
@@ -166,6 +210,8 @@ def test_path_and_id_tricks_get_4xx(served: Served, path: str) -> None:
     (b'{"ids": []}', 400),
     (b'{"ids": ["../../x"]}', 400),
     (b'{"ids": ["1.2", "1.2"]}', 400),
+    (b'{"ids": ["1.2"], "accept": "zstd"}', 400),
+    (b'["1.2"]', 400),
     (json.dumps({"ids": [f"1.{i}" for i in range(9)]}).encode(), 413),  # max_batch is 8
     (json.dumps({"ids": ["1." + "2" * 100] * 50}).encode(), 413),  # body over 4096 bytes
 ])  # fmt: skip

@@ -9,6 +9,7 @@ import numpy as np
 import pydicom
 from sqlalchemy import MetaData, select
 
+from echoscreen.store import tensors
 from echoscreen.store.schema import Clip, Study
 from echoscreen.store.site import Site
 
@@ -26,7 +27,10 @@ def assert_consistent(site: Site) -> dict[str, int]:
     per_study: dict[str, int] = {}
     for clip in clips:
         per_study[clip.study_id] = per_study.get(clip.study_id, 0) + 1
-        tensor = np.load(io.BytesIO(site.objects.get(clip.tensor_object)), allow_pickle=False)
+        stored = site.objects.get(clip.tensor_object)
+        assert (tensors.form(stored), len(stored)) == (clip.tensor_codec, clip.tensor_nbytes)
+        npy = tensors.npy_bytes(stored)
+        tensor = np.load(io.BytesIO(npy), allow_pickle=False)
         assert "x".join(map(str, tensor.shape)) == clip.tensor_shape
         assert tensor.dtype == np.uint8
         ds = pydicom.dcmread(io.BytesIO(site.objects.get(clip.dicom_object)))

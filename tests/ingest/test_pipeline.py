@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -238,6 +239,11 @@ def test_phantom_cohort_ingests_with_its_labels_and_views(site: Site, tmp_path: 
         doppler = s.scalar(select(func.count()).select_from(Clip).where(Clip.doppler.is_(True)))
         assert doppler == made.doppler_clips
         assert all(st.sex in ("M", "F") and st.age_years for st in s.scalars(select(Study)))
+        # phantom clips are black outside the image sector: stored compressed, >= 1.5x
+        forms = s.execute(select(Clip.tensor_codec, Clip.tensor_nbytes, Clip.tensor_shape)).all()
+    assert {codec for codec, _, _ in forms} == {"zstd"}
+    for _, nbytes, shape in forms:
+        assert nbytes * 3 < 2 * math.prod(int(d) for d in shape.split("x"))
     assert assert_consistent(site) == {"studies": made.studies, "clips": made.clips}
 
 

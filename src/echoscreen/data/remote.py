@@ -33,6 +33,7 @@ from echoscreen.datasite.wire import (
     npy_array,
 )
 from echoscreen.errors import DatasiteError
+from echoscreen.store import tensors
 
 IDENTITY_FILES = ("client.crt", "client.key", "ca.crt")
 
@@ -192,7 +193,7 @@ class RemoteSite:
                        done: list[int] = done) -> None:  # fmt: skip
                 if done[0] >= len(chunk) or cid != chunk[done[0]]:
                     raise WireError("the answer's clip ids differ from those asked for")
-                arr = npy_array(buf)
+                arr = npy_array(tensors.npy_bytes(buf))  # as stored: maybe zstd
                 arr.flags.writeable = False
                 done[0] += 1
                 on_clip(cid, arr)
@@ -205,7 +206,8 @@ class RemoteSite:
                     ) -> None:  # fmt: skip
         """``POST /v1/clips:batch`` through :attr:`blocks`, streaming records to
         ``on_record``; retry 429s; map failures."""
-        path, body = "/v1/clips:batch", json.dumps({"ids": ids}).encode()
+        path = "/v1/clips:batch"
+        body = json.dumps({"ids": ids, "accept": [tensors.ZSTD]}).encode()
         for attempt in range(self.retries + 1):
             try:
                 status, headers, data = self.blocks.post(path, body, "application/json",
@@ -215,7 +217,7 @@ class RemoteSite:
                     f"the data server at {self.url} cut its answer short ({exc}); clips that "
                     "arrived whole were kept: retry, and check that the server is running"
                 ) from exc
-            except WireError as exc:
+            except (WireError, tensors.TensorFormatError) as exc:
                 raise DatasiteError(f"malformed answer from the data server: {exc}") from exc
             except (OSError, ValueError, IndexError) as exc:
                 raise DatasiteError(

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from echoscreen.errors import DatasiteError
+from echoscreen.errors import DatasiteError, IntegrityError
 
 
 @dataclass(frozen=True)
@@ -156,6 +156,7 @@ class LocalSite:
         from sqlalchemy import select
 
         from echoscreen.datasite.wire import npy_array
+        from echoscreen.store import tensors
         from echoscreen.store.schema import Clip
 
         site = self._open()
@@ -166,7 +167,11 @@ class LocalSite:
         if missing:
             raise DatasiteError(f"no clip {missing[0]!r} in {self.path}")
         for cid in ids:
-            on_clip(cid, npy_array(site.objects.read(rows[cid])))
+            try:
+                npy = tensors.npy_bytes(site.objects.read(rows[cid]))  # as stored: maybe zstd
+            except tensors.TensorFormatError as exc:
+                raise IntegrityError(f"clip {cid}: stored tensor is damaged ({exc})") from exc
+            on_clip(cid, npy_array(npy))
 
     def close(self) -> None:
         """Close the site's catalog connections."""

@@ -178,15 +178,36 @@ def _clip_meta(c: Clip, st: Study, split: str | None) -> dict[str, Any]:
     }  # fmt: skip
 
 
+@dataclass(frozen=True)
+class StoredTensor:
+    """Where a clip's tensor is and what it looks like, from the catalog.
+
+    Attributes:
+        oid: the tensor object's id.
+        shape: the tensor's shape, e.g. ``(3, 32, 64, 64)``.
+        codec: the stored form (:mod:`echoscreen.store.tensors`); ``npy`` for clips
+            stored before forms were recorded.
+        nbytes: the stored size in bytes; ``None`` when not recorded (an ``npy``).
+    """
+
+    oid: str
+    shape: tuple[int, ...]
+    codec: str
+    nbytes: int | None
+
+
 def granted_objects(s: Session | Connection, tenant: str,
-                    ids: list[str]) -> dict[str, tuple[str, str]]:  # fmt: skip
-    """``clip id -> (tensor object id, tensor shape)`` for the ids the tenant may read.
+                    ids: list[str]) -> dict[str, StoredTensor]:  # fmt: skip
+    """``clip id -> its stored tensor`` for the ids the tenant may read.
 
     Ids not returned are unknown or outside the tenant's grants (the caller cannot tell).
     """
     rows = s.execute(
-        select(Clip.id, Clip.tensor_object, Clip.tensor_shape)
+        select(Clip.id, Clip.tensor_object, Clip.tensor_shape, Clip.tensor_codec,
+               Clip.tensor_nbytes)
         .join(DatasetStudy, DatasetStudy.study_id == Clip.study_id)
         .where(Clip.id.in_(ids), DatasetStudy.dataset_id.in_(_granted(tenant)))
     ).all()  # fmt: skip
-    return {cid: (oid, shape) for cid, oid, shape in rows}
+    return {cid: StoredTensor(oid, tuple(int(d) for d in shape.split("x")), codec or "npy",
+                              nbytes)
+            for cid, oid, shape, codec, nbytes in rows}  # fmt: skip

@@ -7,7 +7,11 @@ Routes (all JSON unless said otherwise; see ``docs/datasite.md``):
 ``GET  /v1/datasets/{name}/splits``       studies and clips per split of one dataset
 ``GET  /v1/datasets/{name}/clips?split=`` clip ids, study ids, labels, view, Doppler, shape
 ``GET  /v1/clips/{id}``                   one clip tensor, ``application/x-npy``
-``POST /v1/clips:batch``                  ``{"ids": [...]}`` -> many tensors (:mod:`.wire`)
+                                          (``Content-Encoding: zstd`` if stored so and
+                                          ``Accept-Encoding`` names zstd)
+``POST /v1/clips:batch``                  ``{"ids": [...], "accept": ["zstd"]}`` -> many
+                                          tensors (:mod:`.wire`); with ``accept``, those
+                                          stored compressed are sent so
 
 Statuses: 400 malformed id/body, 403 identity refused, 404 not found *or not
 granted* (indistinguishable on purpose), 413 batch or body too large, 429 rate
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from fastapi import FastAPI, HTTPException, Request, Response
@@ -39,6 +44,7 @@ from echoscreen.datasite.wire import (
     record_head,
 )
 from echoscreen.errors import CatalogError, IntegrityError, StoreError
+from echoscreen.store import tensors
 from echoscreen.store.site import Site
 
 API_VERSION = 1
@@ -57,12 +63,15 @@ class _Server:
             deny(request, 429, f"rate limit: {self.limits.rate:g} clips/s per tenant",
                  {"Retry-After": str(max(1, math.ceil(wait)))})  # fmt: skip
 
-    def open_clips(self, request: Request, ids: list[str]) -> list[tuple[str, str, int]]:
+    def open_clips(self, request: Request, ids: list[str], packed: bool) -> list[Wanted]:
         """Check grants and rate for ``ids`` (all or nothing); nothing is decrypted yet.
 
+        Args:
+            packed: the client takes stored ``zstd`` tensors as they are.
+
         Returns:
-            ``(clip id, object id, .npy size in bytes)`` per id, in order; the sizes
-            follow from the catalog's shapes, so an answer's length is known up front.
+            one :class:`Wanted` per id, in order: the sizes follow from the catalog, so
+            an answer's length is known up front.
         """
         tenant = identity(request).tenant
         with connect(self.site.catalog) as conn:
@@ -71,28 +80,62 @@ class _Server:
         if missing:
             deny(request, 404, f"no clip {missing[0]!r} in the datasets granted to you")
         self.charge(request, len(ids))
-        shapes = {c: tuple(int(d) for d in found[c][1].split("x")) for c in ids}
-        return [(c, found[c][0], npy_nbytes(shapes[c])) for c in ids]
+        return [Wanted(c, found[c], packed and found[c].codec == tensors.ZSTD) for c in ids]
 
-    def read_clip(self, request: Request, cid: str, oid: str, nbytes: int) -> memoryview:
-        """Decrypt and authenticate one clip (GIL released); a read-only view
-        of its ``.npy`` bytes, sent as it is (no copy on the way to the socket).
+    def read_clip(self, request: Request, want: Wanted) -> bytes | memoryview:
+        """Decrypt and authenticate one clip (GIL released): the bytes to send, its
+        stored ``zstd`` frame if ``want.packed``, else its ``.npy`` (a view of the
+        decrypted buffer, no copy on the way to the socket; decompressed if stored so).
 
         Raises:
-            HTTPException: 409, the object failed its integrity check or is unavailable
-                (its reason is in the request's audit state).
+            HTTPException: 409, the object failed its integrity check, differs from its
+                catalog row, or is unavailable (the reason is in the request's audit state).
         """
+        cid, st = want.cid, want.stored
         try:
-            data = self.site.objects.read(oid)
-            if len(data) != nbytes:
-                raise WireError(f".npy is {len(data)} bytes, its catalog shape says {nbytes}")
-            npy_array(data)
-        except (IntegrityError, WireError) as exc:
+            data: bytes | memoryview = self.site.objects.read(st.oid)
+            stored_n = st.nbytes if st.nbytes is not None else want.npy_n
+            if len(data) != stored_n or tensors.form(data) != st.codec:
+                raise WireError(f"stored tensor is {len(data)} bytes of "
+                                f"{tensors.form(data)}, its catalog row says {stored_n} of "
+                                f"{st.codec}")  # fmt: skip
+            if want.packed:
+                if tensors.unpacked_size(data) != want.npy_n:
+                    raise WireError("zstd frame does not hold the catalog's shape")
+                return data
+            data = tensors.npy_bytes(data, want.npy_n)
+            npy_array(data, st.shape)
+        except (IntegrityError, WireError, tensors.TensorFormatError) as exc:
             deny(request, 409, f"clip {cid}: stored object failed its integrity check "
                  f"({exc}); the site operator should run `site verify`")  # fmt: skip
         except StoreError as exc:
             deny(request, 409, f"clip {cid}: stored object unavailable ({exc})")
         return data
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """One clip of a request, and how it is sent.
+
+    Attributes:
+        cid: the clip id.
+        stored: its catalog row.
+        packed: sent as its stored ``zstd`` frame (else as ``.npy``).
+    """
+
+    cid: str
+    stored: access.StoredTensor
+    packed: bool
+
+    @property
+    def npy_n(self) -> int:
+        """Size of the clip's ``.npy`` bytes."""
+        return npy_nbytes(self.stored.shape)
+
+    @property
+    def send_n(self) -> int:
+        """Size of the bytes sent for the clip."""
+        return self.stored.nbytes if self.packed and self.stored.nbytes else self.npy_n
 
 
 def identity(request: Request) -> PeerIdentity:
@@ -197,8 +240,10 @@ def _routes(api: FastAPI, srv: _Server) -> None:
         _target(request, f"clip {cid[:128]}")
         if not access.valid_clip_id(cid):
             deny(request, 400, "malformed clip id")
-        ((_, oid, nbytes),) = srv.open_clips(request, [cid])
-        return Response(srv.read_clip(request, cid, oid, nbytes), media_type=NPY_TYPE)
+        packed = "zstd" in request.headers.get("accept-encoding", "").lower()
+        (want,) = srv.open_clips(request, [cid], packed)
+        headers = {"content-encoding": "zstd"} if want.packed else None
+        return Response(srv.read_clip(request, want), media_type=NPY_TYPE, headers=headers)
 
     @api.post("/v1/clips:batch")
     async def batch(request: Request) -> Response:  # reached only without _BatchRoute
@@ -207,13 +252,13 @@ def _routes(api: FastAPI, srv: _Server) -> None:
 
 async def _batch(srv: _Server, request: Request) -> Response:
     """``POST /v1/clips:batch``: check everything, decrypt the first clip, then stream."""
-    ids = await _batch_ids(request, srv.limits)
+    ids, packed = await _batch_ids(request, srv.limits)
     _target(request, f"{len(ids)} clips: " + ",".join(ids))
     if any(not access.valid_clip_id(c) for c in ids):
         deny(request, 400, "malformed clip id in ids")
-    clips = await run_blocking(request.scope, srv.open_clips, request, ids)
-    cid, oid, n = clips[0]  # a first clip that fails still gets a 409, before any byte
-    first = await run_blocking(request.scope, srv.read_clip, request, cid, oid, n)
+    clips = await run_blocking(request.scope, srv.open_clips, request, ids, packed)
+    # a first clip that fails still gets a 409, before any byte
+    first = await run_blocking(request.scope, srv.read_clip, request, clips[0])
     return _ClipStream(srv, request, clips, first)
 
 
@@ -246,30 +291,30 @@ class _ClipStream(Response):
     """A batch answer sent clip by clip: decrypt clip k, send it, then clip k+1.
 
     The socket's buffers decouple this thread from the reader, which receives clip k
-    while clip k+1 is decrypted. ``Content-Length`` comes from the catalog's shapes. A
-    clip failing its check after the answer began aborts it (:class:`AbortAnswer`: the
-    connection is closed short of ``Content-Length``, so the client sees a broken
-    answer and raises); the audit record says why, with status 409.
+    while clip k+1 is decrypted. ``Content-Length`` comes from the catalog's shapes and
+    stored sizes. A clip failing its check after the answer began aborts it
+    (:class:`AbortAnswer`: the connection is closed short of ``Content-Length``, so the
+    client sees a broken answer and raises); the audit record says why, with status 409.
     """
 
-    def __init__(self, srv: _Server, request: Request, clips: list[tuple[str, str, int]],
-                 first: memoryview) -> None:  # fmt: skip
+    def __init__(self, srv: _Server, request: Request, clips: list[Wanted],
+                 first: bytes | memoryview) -> None:  # fmt: skip
         super().__init__(None, media_type=BATCH_TYPE)
         self.srv, self.request, self.clips, self.first = srv, request, clips, first
-        self.heads = [record_head(cid, n) for cid, _, n in clips]
-        total = sum(len(h) for h in self.heads) + sum(n for _, _, n in clips)
+        self.heads = [record_head(w.cid, w.send_n) for w in clips]
+        total = sum(len(h) for h in self.heads) + sum(w.send_n for w in clips)
         self.headers["content-length"] = str(total)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": self.status_code,
                     "headers": self.raw_headers})  # fmt: skip
         last = len(self.clips) - 1
-        for k, (cid, oid, n) in enumerate(self.clips):
+        for k, want in enumerate(self.clips):
             if k == 0:
                 data, self.first = self.first, memoryview(b"")
             else:
                 try:
-                    data = await run_blocking(scope, self.srv.read_clip, self.request, cid, oid, n)
+                    data = await run_blocking(scope, self.srv.read_clip, self.request, want)
                 except HTTPException as exc:
                     scope.setdefault("state", {})["audit_status"] = exc.status_code
                     raise AbortAnswer(f"{exc.detail} (after {k} clips were sent)") from exc
@@ -278,21 +323,25 @@ class _ClipStream(Response):
             del data  # the decrypted buffer goes as soon as the socket has it
 
 
-async def _batch_ids(request: Request, limits: Limits) -> list[str]:
-    """The ``ids`` of a batch body, bounded in bytes and count."""
+async def _batch_ids(request: Request, limits: Limits) -> tuple[list[str], bool]:
+    """The ``ids`` of a batch body, bounded in bytes and count, and whether its
+    ``accept`` list names ``zstd`` (stored compressed tensors sent as they are)."""
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limits.max_body:
             deny(request, 413, f"request body over {limits.max_body} bytes")
     try:
-        ids = json.loads(bytes(body))["ids"]
-    except (ValueError, KeyError, TypeError):
-        deny(request, 400, 'body must be JSON {"ids": [clip id, ...]}')
+        asked = json.loads(bytes(body))
+        ids, accept = asked["ids"], asked.get("accept", [])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        deny(request, 400, 'body must be JSON {"ids": [clip id, ...], "accept": ["zstd"]}')
+    if not isinstance(accept, list) or not all(isinstance(a, str) for a in accept):
+        deny(request, 400, '"accept" must be a list of tensor forms, e.g. ["zstd"]')
     if not isinstance(ids, list) or not ids or not all(isinstance(c, str) for c in ids):
         deny(request, 400, '"ids" must be a non-empty list of clip ids')
     if len(ids) > limits.max_batch:
         deny(request, 413, f"batch of {len(ids)} ids is over the limit of {limits.max_batch}")
     if len(set(ids)) != len(ids):
         deny(request, 400, "duplicate clip ids in one batch")
-    return list(ids)
+    return list(ids), tensors.ZSTD in accept

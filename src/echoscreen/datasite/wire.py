@@ -7,9 +7,12 @@ tensor as an ``.npy`` file (format 1.0), ``uint8``, C order, shape ``(3, T, S, S
 Many clips (``POST /v1/clips:batch``, ``Content-Type: application/x-echoscreen-clips``):
 records back to back, in the order the ids were asked for::
 
-    record := u32 big-endian H | H bytes of UTF-8 JSON {"id": str, "nbytes": N} | N bytes .npy
+    record := u32 big-endian H | H bytes of UTF-8 JSON {"id": str, "nbytes": N} | N bytes
 
-There is no outer header; the body ends after the last record.
+The N bytes are the clip's ``.npy``, or, when the request's ``accept`` list named
+``zstd`` and the clip is stored compressed, its stored zstd frame of that ``.npy``
+(:mod:`echoscreen.store.tensors`; the first four bytes tell them apart). There is no
+outer header; the body ends after the last record.
 """
 
 from __future__ import annotations

@@ -33,10 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from echoscreen.errors import CatalogError, EchoscreenError, IngestError, StoreError
 from echoscreen.ingest.base import Instance
+from echoscreen.store import tensors
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -117,9 +116,6 @@ def prepare(
     buf = io.BytesIO()
     clean.save_as(buf, enforce_file_format=True)
     dicom_oid = objects.put(buf.getvalue())
-    arr = io.BytesIO()
-    np.save(arr, np.ascontiguousarray(tensor.pixels), allow_pickle=False)
-    tensor_oid = objects.put(arr.getvalue())
     row = {
         "id": str(clean.SOPInstanceUID),
         "n_frames": int(cine.total_frames),
@@ -129,8 +125,7 @@ def prepare(
         "cols": int(frames.shape[2]),
         "transfer_syntax": str(cine.transfer_syntax)[:64],
         "dicom_object": dicom_oid,
-        "tensor_object": tensor_oid,
-        "tensor_shape": "x".join(str(d) for d in tensor.pixels.shape),
+        **tensors.put(objects, tensor.pixels),
         "reader": READER,
     }
     return Prepared(row, _study_header(clean), cine.study_instance_uid, cine.sop_instance_uid)

@@ -82,6 +82,10 @@ class Clip(Base):
     dicom_object: Mapped[str] = mapped_column(String(OID_LEN))
     tensor_object: Mapped[str] = mapped_column(String(OID_LEN))
     tensor_shape: Mapped[str] = mapped_column(String(64))
+    #: the tensor object's form (:mod:`echoscreen.store.tensors`: ``npy`` or ``zstd``) and
+    #: its size in bytes; NULL for clips stored before tensors were compressed (``npy``)
+    tensor_codec: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    tensor_nbytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
     #: the clip reader that made the tensor (``echoscreen.deid.READER``); NULL for clips
     #: ingested before readers were recorded
     reader: Mapped[str | None] = mapped_column(String(32), nullable=True)
