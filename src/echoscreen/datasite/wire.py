@@ -17,6 +17,7 @@ outer header; the body ends after the last record.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -88,12 +89,13 @@ def npy_array(buf: bytes | memoryview, shape: tuple[int, ...] | None = None) -> 
     got, offset = npy_header(buf)
     if shape is not None and tuple(shape) != got:
         raise WireError(f"clip shape {got} differs from the catalog's {tuple(shape)}")
-    n = int(np.prod(got)) if got else 1
+    n = math.prod(got)
     if len(buf) - offset != n:
         raise WireError(f".npy data is {len(buf) - offset} bytes, its header says {n}")
     return np.frombuffer(buf, dtype=np.uint8, count=n, offset=offset).reshape(got)
 
 
+@functools.lru_cache(maxsize=256)  # one per clip shape; numpy's header writer is slow
 def npy_nbytes(shape: tuple[int, ...]) -> int:
     """Size in bytes of the ``.npy`` 1.0 file ``np.save`` writes for a uint8 array of
     ``shape`` (header included): a batch's ``Content-Length`` before any decryption."""

@@ -65,6 +65,7 @@ class ObjectStore:
             raise StoreError("the object-id key must be at least 16 bytes")
         self.root = Path(root)
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._root_str = str(self.root)
         self.keys = keys
         self._id_key = id_key
         self._local = threading.local()  # per-thread ciphertext buffer of read()
@@ -127,7 +128,9 @@ class ObjectStore:
         Returns:
             a read-only view of the plaintext.
         """
-        path = self.path(oid)
+        if not isinstance(oid, str) or not OID_RE.match(oid):
+            self.path(oid)  # raises the malformed-id error
+        path = os.path.join(self._root_str, oid[:2], oid)  # no pathlib: a read per clip
         try:
             with open(path, "rb", buffering=0) as f:
                 size = os.fstat(f.fileno()).st_size
