@@ -25,8 +25,8 @@ server process is printed too: on a shared machine it varies less than clips/s.
   batch ``--batch``) consumes, to show whether the remote feed keeps up.
 
 Target: remote >= 0.5x local, and remote above what the training step consumes.
-Run: ``.venv/bin/python bench/remote.py [--data phantom --studies 12 | --data random --clips 96]
-[--frames 32 --size 112]``.
+Run: ``.venv/bin/python bench/remote.py [--data phantom|phantom-npy --studies 12 | --data
+random --clips 96] [--frames 32 --size 112]``.
 """
 
 from __future__ import annotations
@@ -66,18 +66,25 @@ def build_site(root: Path, data: str, count: int, shape: tuple[int, ...]) -> Pat
     Args:
         data: ``phantom``: ``count`` phantom studies (seed 5, 240x320 JPEG cines),
             ingested as ``echoscreen ingest`` does, at the bench's frames and size;
-            ``random``: ``count`` clips of uniform random bytes, stored as ingest stores
-            tensors (random bytes do not compress, so they stay ``npy``: the worst case).
+            ``phantom-npy``: the same, with compression off (every tensor stored as
+            ``.npy``, as before tensors were compressed); ``random``: ``count`` clips of
+            uniform random bytes, stored as ingest stores tensors (random bytes do not
+            compress, so they stay ``npy``).
         shape: ``(3, frames, size, size)`` of the stored tensors.
     """
     site = Site.init(root / "site")
-    if data == "phantom":
+    if data.startswith("phantom"):
         cohort = root / "cohort"
         generate_cohort(cohort, CohortConfig(studies=count, seed=5, frames=shape[1],
                                              size=(240, 320)))  # fmt: skip
-        ingest(open_source(str(cohort)), site, labels=cohort / "labels.csv",
-               clips=cohort / "clips.csv", dataset="bench",
-               spec=PreprocessSpec(size=shape[2], frames=shape[1]))  # fmt: skip
+        keep = tensors.KEEP_RATIO
+        tensors.KEEP_RATIO = 0.0 if data == "phantom-npy" else keep
+        try:  # in this process (workers=1), so that KEEP_RATIO applies
+            ingest(open_source(str(cohort)), site, labels=cohort / "labels.csv",
+                   clips=cohort / "clips.csv", dataset="bench", workers=1,
+                   spec=PreprocessSpec(size=shape[2], frames=shape[1]))  # fmt: skip
+        finally:
+            tensors.KEEP_RATIO = keep
         shutil.rmtree(cohort)
     else:
         rng = np.random.default_rng(0)
@@ -195,8 +202,9 @@ def train_rate(shape: tuple[int, ...], batch: int, steps: int) -> float:
 def main() -> None:
     """Build a site, start the server process, measure both routes and a training step."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", choices=("phantom", "random"), default="phantom",
-                   help="phantom: ingested phantom studies; random: incompressible clips")
+    p.add_argument("--data", choices=("phantom", "phantom-npy", "random"), default="phantom",
+                   help="phantom: ingested phantom studies; phantom-npy: the same stored "
+                        "uncompressed; random: incompressible clips")  # fmt: skip
     p.add_argument("--studies", type=int, default=12, help="phantom studies (--data phantom)")
     p.add_argument("--clips", type=int, default=96, help="random clips (--data random)")
     p.add_argument("--frames", type=int, default=32)
@@ -208,7 +216,8 @@ def main() -> None:
     shape = (3, a.frames, a.size, a.size)
     with tempfile.TemporaryDirectory(prefix="bench-remote-") as tmp:
         root = Path(tmp)
-        site = build_site(root, a.data, a.studies if a.data == "phantom" else a.clips, shape)
+        count = a.clips if a.data == "random" else a.studies
+        site = build_site(root, a.data, count, shape)
         n_clips, stored, forms = stored_sizes(site)
         port = free_port()
         server = subprocess.Popen(
