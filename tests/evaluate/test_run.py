@@ -149,3 +149,15 @@ def test_cli_prints_summary_and_report_path(tmp_path: Path) -> None:
     stdout = ok("evaluate", str(run), "--split", "test", "--bootstrap", "200")
     assert "AUROC" in stdout and "sensitivity" in stdout and str(run / "report.html") in stdout
     fails("evaluate", str(run), "--split", "train", match="predictions_train.json does not exist")
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (("--seed", "-1"), "Invalid value for '--seed'"),  # was numpy's ValueError traceback
+    ],
+)
+def test_cli_bounds_seed_and_bootstrap(tmp_path: Path, args: tuple[str, ...], match: str) -> None:
+    run = write_run(tmp_path / "run", "rhd")
+    fails("evaluate", str(run), *args, match=match)
+    assert not (run / "metrics.json").exists()

@@ -52,6 +52,7 @@ def test_synth_command_writes_a_cohort(tmp_path: Path) -> None:
         (["--studies", "2", "--transfer-syntax", "jpeg2000"], "transfer syntax"),
         (["--studies", "0"], "studies"),
         (["--studies", "2", "--frames", "1"], "frames"),
+        (["--studies", "2", "--seed", "-1"], "Invalid value for '--seed'"),  # was a traceback
     ],
 )
 def test_bad_arguments_fail_cleanly(tmp_path: Path, args: list[str], message: str) -> None:

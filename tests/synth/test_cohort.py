@@ -58,6 +58,9 @@ def test_refuses_non_empty_folder_and_bad_config(tmp_path: Path) -> None:
         generate_cohort(tmp_path / "new", CohortConfig(studies=0))
     with pytest.raises(ConfigError, match="transfer syntax"):
         generate_cohort(tmp_path / "new", CohortConfig(studies=1, transfer_syntax="jpeg-ls"))
+    with pytest.raises(ConfigError, match="seed must be >= 0"):  # numpy's seeds are non-negative
+        generate_cohort(tmp_path / "new", CohortConfig(studies=1, seed=-1))
+    assert not (tmp_path / "new").exists()
 
 
 def test_summary_and_csvs_match_the_files(tiny_cohort: CohortSummary) -> None:

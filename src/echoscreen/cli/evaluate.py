@@ -50,7 +50,7 @@ def evaluate_command(
     run: Path = typer.Argument(..., help="The run folder (holds predictions_{val,test}.json)."),
     split: str = typer.Option("test", "--split", help="Split to report on (val or test)."),
     n_boot: int = typer.Option(1000, "--bootstrap", min=10, help="Bootstrap replicates."),
-    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Bootstrap seed (>= 0)."),
     target: float = typer.Option(
         0.90, "--target-sensitivity", min=0.0, max=1.0, help="Operating point's sensitivity."
     ),

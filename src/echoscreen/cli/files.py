@@ -40,7 +40,9 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
 def synth(
     out_dir: Path = typer.Argument(..., help="Empty (or new) folder for the cohort."),
     studies: int = typer.Option(..., "--studies", help="Number of studies (one patient each)."),
-    seed: int = typer.Option(0, "--seed", help="Seed; the same seed gives identical files."),
+    seed: int = typer.Option(
+        0, "--seed", min=0, help="Seed (>= 0); the same seed gives identical files."
+    ),
     prevalence: str | None = typer.Option(
         None, "--prevalence", help="e.g. normal=.6,borderline=.2,definite=.2 (default .5/.25/.25)"
     ),

@@ -79,6 +79,8 @@ class CohortConfig:
         """Raise :class:`ConfigError` with a hint if a setting is unusable."""
         if self.studies < 1:
             raise ConfigError(f"studies must be >= 1, got {self.studies}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
         if not 2 <= self.frames <= 1000:
             raise ConfigError(f"frames must be between 2 and 1000, got {self.frames}")
         if self.size is not None and not (
