@@ -155,6 +155,8 @@ def test_cli_prints_summary_and_report_path(tmp_path: Path) -> None:
     ("args", "match"),
     [
         (("--seed", "-1"), "Invalid value for '--seed'"),  # was numpy's ValueError traceback
+        (("--bootstrap", "100001"), "Invalid value for '--bootstrap'"),  # had no upper bound
+        (("--bootstrap", "9"), "Invalid value for '--bootstrap'"),
     ],
 )
 def test_cli_bounds_seed_and_bootstrap(tmp_path: Path, args: tuple[str, ...], match: str) -> None:

@@ -49,7 +49,9 @@ def _rows(m: dict[str, Any]) -> list[tuple[str, str]]:
 def evaluate_command(
     run: Path = typer.Argument(..., help="The run folder (holds predictions_{val,test}.json)."),
     split: str = typer.Option("test", "--split", help="Split to report on (val or test)."),
-    n_boot: int = typer.Option(1000, "--bootstrap", min=10, help="Bootstrap replicates."),
+    n_boot: int = typer.Option(
+        1000, "--bootstrap", min=10, max=100_000, help="Bootstrap replicates (10 to 100000)."
+    ),
     seed: int = typer.Option(0, "--seed", min=0, help="Bootstrap seed (>= 0)."),
     target: float = typer.Option(
         0.90, "--target-sensitivity", min=0.0, max=1.0, help="Operating point's sensitivity."
