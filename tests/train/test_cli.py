@@ -6,6 +6,9 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,6 +43,23 @@ def test_train_and_resume(tiny_site: Path, tmp_path: Path) -> None:
 def test_bad_input(tiny_site: Path, tmp_path: Path, args: list[str], match: str) -> None:
     args = [a.replace("{site}", str(tiny_site)) for a in args]
     fails("train", "view", "--run", str(tmp_path / "run"), *args, match=match)
+
+
+def test_unsplit_dataset_hint_is_a_command_that_works(tiny_site: Path, tmp_path: Path) -> None:
+    from echoscreen.store.catalog import add_to_dataset
+    from echoscreen.store.schema import Study
+    from echoscreen.store.site import Site
+
+    site = tmp_path / "site"
+    shutil.copytree(tiny_site, site)
+    with Site.open(site) as s, s.catalog.session() as db:
+        for sid in [row.id for row in db.query(Study)]:
+            add_to_dataset(db, "raw", sid)  # a dataset with no split yet
+    args = ["--data", str(site), "--dataset", "raw", "--run", str(tmp_path / "run"), *FAST]
+    text = " ".join(fails("train", "view", *args, match="no usable train clips").split())
+    hint = re.search(r"`echoscreen (site split [^`]*)`", text)
+    assert hint, text  # it said `site split --dataset raw`, which site split refuses
+    assert "split raw" in ok(*shlex.split(hint.group(1)))
 
 
 def test_unknown_task(tmp_path: Path) -> None:

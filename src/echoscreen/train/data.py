@@ -16,6 +16,7 @@ A study batch is a dict: ``clips`` uint8 ``(B, N, 3, T, S, S)`` (zero padded),
 from __future__ import annotations
 
 import random
+import shlex
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,10 +266,13 @@ def build_loaders(cfg: TrainConfig, rank: int = 0, world: int = 1) -> Loaders:
         if len(sets[split]) == 0:  # type: ignore[arg-type]
             for ds in datasets.values():
                 ds.close()
+            where = "at the data site, " if cfg.remote else ""
+            site = "SITE" if cfg.remote else shlex.quote(cfg.data)
             raise ConfigError(
                 f"dataset {cfg.dataset!r} has no usable {split} "
-                f"{'studies' if cfg.task == 'rhd' else 'clips'}; split it with "
-                f"`echoscreen site split --dataset {cfg.dataset}` (and check its labels/views)"
+                f"{'studies' if cfg.task == 'rhd' else 'clips'}; split it {where}with "
+                f"`echoscreen site split {shlex.quote(cfg.dataset)} --site {site}` "
+                "(and check its labels/views)"
             )
     sampler: DistributedSampler[Any] = DistributedSampler(
         sets["train"], num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed
