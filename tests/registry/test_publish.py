@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from tests.cli import fails, ok
+from tests.cli import run as run_cli
 from tests.registry.pkgfix import Published
 
 from echoscreen.dicom.preprocess import PreprocessSpec
@@ -135,8 +136,35 @@ def test_publish_refuses_unusable_input(published: Published, tmp_path: Path) ->
         load_package(published.registry, "tiny")
     with pytest.raises(RegistryError, match="versions of tiny: 1"):
         load_package(published.registry, "tiny:9")
-    assert not (tmp_path / "reg" / "x" / "1").exists()
-    assert not list((tmp_path / "reg" / "x").glob(".publish-*"))
+    assert not (tmp_path / "reg").exists()  # neither the temporary folder nor REGISTRY/NAME
+
+
+def test_a_damaged_best_pt_is_a_clear_error_and_leaves_no_folders(
+    published: Published, tmp_path: Path
+) -> None:
+    import torch
+
+    rhd = tmp_path / "rhd-run"
+    shutil.copytree(published.rhd_run, rhd)
+    best = rhd / "best.pt"
+    best.write_bytes(best.read_bytes()[: best.stat().st_size // 2])  # truncated
+    reg = tmp_path / "reg"
+    res = run_cli("publish", str(rhd), "--view-run", str(published.view_run), "--registry",
+                  str(reg), "--name", "new", "--version", "1")  # fmt: skip
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert "best.pt is damaged or not a checkpoint" in " ".join(res.stderr.split())
+    assert not reg.exists()  # it left an empty REGISTRY/NAME behind
+    torch.save({"epoch": 3}, best)  # a readable file, but no model in it
+    shutil.copytree(published.registry, reg)
+    with pytest.raises(RegistryError, match="holds no model state"):
+        publish(PublishConfig(rhd_run=rhd, view_run=published.view_run, registry=reg,
+                              name="new", version="1"))  # fmt: skip
+    with pytest.raises(RegistryError, match="holds no model state"):  # into an existing NAME
+        publish(PublishConfig(rhd_run=rhd, view_run=published.view_run, registry=reg,
+                              name="tiny", version="2"))  # fmt: skip
+    assert sorted(p.name for p in reg.iterdir()) == ["tiny"]  # only what publish made is gone
+    assert sorted(p.name for p in (reg / "tiny").iterdir()) == ["1"]
+    load_package(reg, "tiny:1")
 
 
 def test_weights_of_other_model_code_are_a_clear_error(published: Published,

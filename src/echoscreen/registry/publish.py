@@ -61,7 +61,7 @@ def read_run(run: Path, task: str) -> tuple[dict[str, Any], dict[str, Any], int]
     """``(train config dict, best state_dict, best epoch)`` of a finished run.
 
     Raises:
-        RegistryError: not a run folder, wrong task, or no ``best.pt``.
+        RegistryError: not a run folder, wrong task, or no readable ``best.pt``.
     """
     import torch
 
@@ -77,8 +77,18 @@ def read_run(run: Path, task: str) -> tuple[dict[str, Any], dict[str, Any], int]
                             "here (publish RHD_RUN --view-run VIEW_RUN)")  # fmt: skip
     if not (run / "best.pt").is_file():
         raise RegistryError(f"{run} has no best.pt: let the training finish (or --resume it)")
-    best = torch.load(run / "best.pt", map_location="cpu", weights_only=False)
+    try:
+        best = torch.load(run / "best.pt", map_location="cpu", weights_only=False)
+    except Exception as exc:  # truncated, or some other file: torch raises many kinds
+        raise _damaged(run, (str(exc).splitlines() or [type(exc).__name__])[0]) from exc
+    if not isinstance(best, dict) or not isinstance(best.get("model"), dict):
+        raise _damaged(run, "it holds no model state")
     return cfg, best["model"], int(best.get("epoch", 0))
+
+
+def _damaged(run: Path, why: str) -> RegistryError:
+    return RegistryError(f"{run / 'best.pt'} is damaged or not a checkpoint of `echoscreen "
+                         f"train` ({why}); restore it from backup, or train the run again")
 
 
 def model_config(cfg: dict[str, Any]) -> ModelConfig:
@@ -207,7 +217,11 @@ def _write_model(tmp: Path, task: str, run: Path, tol: float) -> dict[str, Any]:
     cfg, state, epoch = read_run(run, task)
     mcfg = model_config(cfg)
     model = create_model(task, mcfg)
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise _damaged(Path(run), f"its weights do not fit the {task} network that "
+                       "config.json describes") from exc
     model.eval()
     folder = tmp / task
     folder.mkdir()
@@ -257,6 +271,8 @@ def publish(pc: PublishConfig) -> Path:
     Raises:
         RegistryError: the version exists already (it is left untouched), a run is not
             usable, it has no operating point, or an ONNX export disagrees with torch.
+            Nothing is left behind: not the temporary folder, nor a ``REGISTRY`` or
+            ``REGISTRY/NAME`` folder this call created.
     """
     from echoscreen.registry.card import model_card
 
@@ -264,9 +280,10 @@ def publish(pc: PublishConfig) -> Path:
     if target.exists():
         raise RegistryError(f"{pc.name}:{pc.version} is already published at {target}; packages "
                             "are immutable: publish under a new --version")  # fmt: skip
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".publish-{pc.version}-", dir=target.parent))
+    made = _make_dirs(target.parent)
+    tmp: Path | None = None
     try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".publish-{pc.version}-", dir=target.parent))
         rhd_cfg, view_cfg = read_run(pc.rhd_run, "rhd")[0], read_run(pc.view_run, "view")[0]
         runs = [Path(pc.rhd_run), Path(pc.view_run)]
         spec, reader = stored_spec(runs, [rhd_cfg, view_cfg], pc.spec)
@@ -284,9 +301,32 @@ def publish(pc: PublishConfig) -> Path:
                                 "use a new version")
         os.rename(tmp, target)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(made)
         raise
     return target
+
+
+def _make_dirs(folder: Path) -> list[Path]:
+    """``mkdir -p folder``; returns the folders it created, deepest first."""
+    made = []
+    for p in [folder, *folder.parents]:
+        if p.exists():
+            break
+        made.append(p)
+    folder.mkdir(parents=True, exist_ok=True)
+    return made
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove these folders (deepest first) while they are empty: a failed publish leaves
+    no ``REGISTRY/NAME`` behind that it made, and never one another publish wrote into."""
+    for p in folders:
+        try:
+            p.rmdir()
+        except OSError:
+            return
 
 
 def _freeze(root: Path) -> None:
