@@ -11,12 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sqlalchemy import select
 from tests.datasite.sitefix import SHAPE, Served
 
 from echoscreen.data import ClipDataset, LocalSite, RemoteSite, make_loader
 from echoscreen.data.cache import ByteLRU
 from echoscreen.data.dataset import collate_clips, stack
 from echoscreen.errors import DatasiteError
+from echoscreen.store.schema import Clip
 
 
 def test_local_dataset_items_are_the_stored_tensors(served: Served) -> None:
@@ -164,8 +166,15 @@ def test_training_from_remote_persists_nothing_decrypted(
                 opt.step()
                 losses.append(loss.item())
     assert len(losses) == 4 and all(np.isfinite(losses))
-    # what a leak would look like: any 64 pixel bytes of any clip served, or an .npy header
+    # what a leak would look like: any 64 pixel bytes of any clip served, 64 bytes of a
+    # compressed clip as it travelled (zstd, as stored), or an .npy header
     needles = [a.tobytes()[40_000:40_064] for a in served.truth["cohort-a"].values()]
+    with served.site.catalog.session() as s:
+        oids = s.scalars(select(Clip.tensor_object).where(
+            Clip.id.in_(served.truth["cohort-a"]), Clip.tensor_codec == "zstd")).all()  # fmt: skip
+    frames = [served.site.objects.get(o) for o in oids]
+    assert frames, "sitefix stores some clips compressed"
+    needles += [f[len(f) // 2 : len(f) // 2 + 64] for f in frames]
     roots = [workdir, Path(tempfile.gettempdir()), Path.home()]
     leaks = []
     for p in _new_files(roots, t0):
