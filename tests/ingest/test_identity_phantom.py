@@ -29,6 +29,7 @@ from echoscreen.deid import region_mask, regions_of
 from echoscreen.dicom import PreprocessSpec
 from echoscreen.ingest import open_source
 from echoscreen.ingest.pipeline import ingest
+from echoscreen.store import tensors
 from echoscreen.store.schema import Base
 from echoscreen.store.site import Site
 from echoscreen.synth import CohortConfig, generate_cohort
@@ -121,6 +122,9 @@ def scan_site(site_path: Path, ident: set[str], expect_clips: int) -> list[str]:
         n_dicom = 0
         for oid in site.objects.ids():
             data = site.objects.get(oid)
+            if data.startswith(tensors.ZSTD_MAGIC):  # a compressed tensor: scan both forms
+                leaks += leaks_in(data, ident, f"object {oid}")
+                data = bytes(tensors.npy_bytes(data))
             if data[128:132] == b"DICM":
                 n_dicom += 1
                 leaks += dicom_leaks(data, ident, f"object {oid}")
