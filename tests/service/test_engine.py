@@ -229,7 +229,7 @@ def test_config_validation_says_what_to_fix(published: Published, tmp_path: Path
         _cfg(published, tmp_path, model="tiny").validate()
     with pytest.raises(ConfigError, match="backend"):
         _cfg(published, tmp_path, backend="tpu").validate()
-    with pytest.raises(ConfigError, match="max_batch"):
+    with pytest.raises(ConfigError, match="--max-batch is 0"):  # the flag, not the field
         _cfg(published, tmp_path, max_batch=0).validate()
     assert _cfg(published, tmp_path).validate().workers == 1
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from tests.cli import fails, ok
 from tests.registry.pkgfix import Published
 
@@ -95,3 +98,67 @@ def test_serve_sigterm_finishes_jobs_in_flight(published: Published, tmp_path: P
     finally:
         store.close()
     assert "client=clinic-a POST /v1/studies 202" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--workers", "-1"], "Invalid value for '--workers'"),  # said cpu_workers
+        (["--job-threads", "0"], "Invalid value for '--job-threads'"),  # said job_threads
+        (["--max-upload-mb", "0"], "Invalid value for '--max-upload-mb'"),
+        (["--result-ttl", "0"], "--result-ttl is 0.0; it must be > 0"),  # said result_ttl_s
+        (["--backend", "tpu"], "--backend 'tpu' is unknown"),
+        (["--ae-title", "A" * 17], "--ae-title"),
+    ],
+)
+def test_serve_errors_name_the_flags(tmp_path: Path, args: list[str], match: str) -> None:
+    fails("serve", "--registry", str(tmp_path), "--model", "m:1", "--state",
+          str(tmp_path / "state"), *args, match=match)  # fmt: skip
+
+
+def test_serve_port_0_prints_the_port_it_bound(published: Published, tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "echoscreen", "serve", "--registry", str(published.registry),
+         "--model", published.ref, "--state", str(tmp_path / "state"), "--port", "0",
+         "--backend", "onnx", "--workers", "1", "--job-threads", "1", "--no-explain"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    lines: list[str] = []
+    stream = proc.stderr
+    assert stream is not None
+
+    def read() -> None:  # in a thread: a line that never comes must not hang the test
+        for line in iter(stream.readline, ""):
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not (found := re.search(r"serving tiny:1 on (http://127\.0\.0\.1:(\d+))",
+                                      "".join(lines))):  # fmt: skip
+            assert proc.poll() is None and time.monotonic() < deadline, lines
+            time.sleep(0.1)
+        assert int(found.group(2)) != 0  # it printed the --port given: 0
+        _wait_up(found.group(1), proc)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(timeout=10)
+    assert proc.returncode == 0 and "Traceback" not in "".join(lines), lines
+
+
+def test_serve_on_a_port_in_use_is_one_line(published: Published, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        fails("serve", "--registry", str(published.registry), "--model", published.ref,
+              "--state", str(tmp_path / "state"), "--port", str(port), "--backend", "onnx",
+              match="Address already in use")  # fmt: skip

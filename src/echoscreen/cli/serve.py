@@ -22,8 +22,9 @@ def serve_command(
     model: str = typer.Option(..., "--model", help="Package to serve, as NAME:VERSION."),
     state: Path = STATE_OPTION,
     host: str = typer.Option("127.0.0.1", "--host", help="Interface the HTTP API listens on."),
-    port: int = typer.Option(8080, "--port", min=0, max=65535,
-                              help="TCP port of the HTTP API."),
+    port: int = typer.Option(
+        8080, "--port", min=0, max=65535, help="TCP port of the HTTP API (0: any free, printed)."
+    ),
     dicom_port: int | None = typer.Option(
         None, "--dicom-port", min=1, max=65535, help="Also run a C-STORE SCP on this port."
     ),
@@ -34,19 +35,25 @@ def serve_command(
     backend: str = typer.Option(
         "auto", "--backend", help="auto (torch on CUDA, else onnx), onnx or torch."
     ),
-    workers: int = typer.Option(0, "--workers", help="Preprocessing processes (0: one per core)."),
-    job_threads: int = typer.Option(8, "--job-threads", help="Studies screened at once."),
-    max_batch: int = typer.Option(16, "--max-batch", help="Most clips per inference batch."),
-    max_wait_ms: float = typer.Option(10.0, "--max-wait-ms", help="Batching window (ms)."),
-    queue_size: int = typer.Option(64, "--queue-size", help="Jobs waiting; more get 503."),
-    result_ttl: float = typer.Option(3600.0, "--result-ttl", help="Seconds results are kept."),
+    workers: int = typer.Option(
+        0, "--workers", min=0, help="Preprocessing processes (0: one per core)."
+    ),
+    job_threads: int = typer.Option(8, "--job-threads", min=1, help="Studies screened at once."),
+    max_batch: int = typer.Option(16, "--max-batch", min=1, help="Most clips per inference batch."),
+    max_wait_ms: float = typer.Option(10.0, "--max-wait-ms", min=0.0, help="Batching window (ms)."),
+    queue_size: int = typer.Option(64, "--queue-size", min=1, help="Jobs waiting; more get 503."),
+    result_ttl: float = typer.Option(
+        3600.0, "--result-ttl", help="Seconds results are kept (> 0)."
+    ),
     explain: bool = typer.Option(
         True, "--explain/--no-explain", help="Key frames with saliency overlays."
     ),
-    max_upload_mb: int = typer.Option(512, "--max-upload-mb", help="Largest upload (MiB)."),
-    max_files: int = typer.Option(500, "--max-files", help="Most files in one study."),
+    max_upload_mb: int = typer.Option(
+        512, "--max-upload-mb", min=1, max=1 << 20, help="Largest upload (MiB)."
+    ),
+    max_files: int = typer.Option(500, "--max-files", min=1, help="Most files in one study."),
     max_sync_files: int = typer.Option(
-        40, "--max-sync-files", help="Most files for POST /v1/screen."
+        40, "--max-sync-files", min=1, help="Most files for POST /v1/screen."
     ),
     access_log: bool = typer.Option(
         True,
@@ -71,9 +78,13 @@ def serve_command(
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     if access_log:
         logging.getLogger("echoscreen.service.access").setLevel(logging.INFO)
-    console.print(f"starting {model} on http://{host}:{port}"
-                  + (f" and DICOM port {dicom_port}" if dicom_port else ""))  # fmt: skip
-    serve(cfg)
+
+    def listening(url: str) -> None:  # the port bound: --port 0 picks one
+        console.print(f"serving {model} on {url}"
+                      + (f" and DICOM port {dicom_port}" if dicom_port else ""))  # fmt: skip
+
+    console.print(f"starting {model}")
+    serve(cfg, on_listen=listening)
     console.print("stopped: every accepted job finished")
 
 

@@ -100,7 +100,10 @@ def serve_forever(cfg: DemoConfig, package_ref: str, port: int, console: Console
     svc = service_config(cfg, package_ref, port)
     token = demo_token(svc)
     console.rule("screening service")
-    console.print(f"web page: http://{svc.host}:{svc.port}/  (sign in with the token below)")
-    console.print(f"token: {token}")
-    console.print("Ctrl-C stops it (jobs in flight are finished first).")
-    serve(svc)
+
+    def listening(url: str) -> None:  # the port bound: --port 0 picks one
+        console.print(f"web page: {url}/  (sign in with the token below)")
+        console.print(f"token: {token}")
+        console.print("Ctrl-C stops it (jobs in flight are finished first).")
+
+    serve(svc, on_listen=listening)

@@ -81,14 +81,15 @@ class ServiceConfig:
             raise ConfigError(f"registry {self.registry} is not a folder; pass --registry DIR "
                               "holding published packages")  # fmt: skip
         if self.backend not in BACKENDS:
-            raise ConfigError(f"backend {self.backend!r} is unknown; use one of "
+            raise ConfigError(f"--backend {self.backend!r} is unknown; use one of "
                               f"{', '.join(BACKENDS)}")  # fmt: skip
         for name in ("port", "dicom_port"):
             port = getattr(self, name)
             if port is not None and not 0 <= port <= 65535:
-                raise ConfigError(f"{name} {port} is not a TCP port; use 1-65535 (0: any free)")
+                raise ConfigError(f"{_flag(name)} {port} is not a TCP port; use 1-65535 "
+                                  "(--port 0: any free)")  # fmt: skip
         if not 1 <= len(self.ae_title) <= 16 or not self.ae_title.isascii():
-            raise ConfigError(f"AE title {self.ae_title!r} must be 1-16 ASCII characters")
+            raise ConfigError(f"--ae-title {self.ae_title!r} must be 1-16 ASCII characters")
         if self.pacs is not None and not self.pacs.startswith(("http://", "https://")):
             raise ConfigError(f"--pacs {self.pacs!r} is not an http(s) URL; give the STOW-RS "
                               "base, e.g. http://127.0.0.1:8042/dicom-web")  # fmt: skip
@@ -100,9 +101,25 @@ class ServiceConfig:
                     "max_upload_bytes", "max_files", "max_frames", "max_sync_files")  # fmt: skip
         for name in positive:
             if getattr(self, name) < 1:
-                raise ConfigError(f"{name} is {getattr(self, name)}; it must be at least 1")
+                raise ConfigError(f"{_flag(name)} is {getattr(self, name)}; it must be at least 1")
         for name in ("cpu_workers", "inference_threads"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"{name} is {getattr(self, name)}; use 0 (one per core) or more")
-        if self.max_wait_ms < 0 or self.result_ttl_s <= 0:
-            raise ConfigError("max_wait_ms must be >= 0 and result_ttl_s > 0 (seconds)")
+                raise ConfigError(f"{_flag(name)} is {getattr(self, name)}; use 0 (one per core) "
+                                  "or more")  # fmt: skip
+        if self.max_wait_ms < 0:
+            raise ConfigError(f"--max-wait-ms is {self.max_wait_ms}; it must be >= 0")
+        if not self.result_ttl_s > 0:
+            raise ConfigError(f"--result-ttl is {self.result_ttl_s}; it must be > 0 (seconds)")
+
+
+#: the ``echoscreen serve`` option of each setting, for messages that say what to change
+#: (``max_upload_bytes`` is ``--max-upload-mb`` x 2**20, which the command bounds itself)
+FLAGS = {"port": "--port", "dicom_port": "--dicom-port", "cpu_workers": "--workers",
+         "job_threads": "--job-threads", "max_batch": "--max-batch",
+         "queue_size": "--queue-size", "max_files": "--max-files",
+         "max_sync_files": "--max-sync-files"}  # fmt: skip
+
+
+def _flag(name: str) -> str:
+    """The option that sets ``name`` (settings without one are named as fields)."""
+    return FLAGS.get(name, name)

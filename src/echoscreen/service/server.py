@@ -11,6 +11,7 @@ of this process and yields its base URL (tests, benchmark, demo).
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -132,14 +133,50 @@ class DrainingServer(uvicorn.Server):
         self.drain()
 
 
-def serve(cfg: ServiceConfig, log_level: str = "warning") -> None:
-    """Serve until SIGTERM/SIGINT, then drain (see the module docstring)."""
-    service = build(cfg, log_level)
+def serve(cfg: ServiceConfig, log_level: str = "warning",
+          on_listen: Callable[[str], None] | None = None) -> None:  # fmt: skip
+    """Serve until SIGTERM/SIGINT, then drain (see the module docstring).
+
+    Args:
+        cfg: the settings; ``port`` 0 picks a free port.
+        log_level: uvicorn's log level.
+        on_listen: called with the base URL (the port actually bound) once the service
+            is built, just before it serves.
+
+    Raises:
+        OSError: the port cannot be bound (in use, no permission); nothing was started.
+    """
+    sock = bind_socket(cfg.host, cfg.port)  # first: a port in use fails before models load
     try:
-        service.http().run()
+        port = sock.getsockname()[1]
+        service = build(replace(cfg, port=port), log_level)
+        if on_listen is not None:
+            on_listen(base_url(cfg.host, port))
+        try:
+            service.http().run(sockets=[sock])
+        finally:
+            if not service.app.state.draining:  # stopped some other way: still finish the jobs
+                service.drain()
     finally:
-        if not service.app.state.draining:  # stopped some other way: still finish the jobs
-            service.drain()
+        sock.close()
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (IPv6 for a host with ``:``; port 0: any free)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def base_url(host: str, port: int) -> str:
+    """``http://host:port`` (an IPv6 host in brackets)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 @contextmanager
@@ -164,8 +201,7 @@ def running(cfg: ServiceConfig, timeout_s: float = 60.0) -> Iterator[tuple[str, 
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise ServiceError(f"the service did not start on {cfg.host}:{cfg.port}", 503)
             time.sleep(0.02)
-        host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
-        yield f"http://{host}:{cfg.port}", service
+        yield base_url(cfg.host, cfg.port), service
     finally:
         service.drain(timeout=30.0)
         thread.join(timeout=30)
