@@ -75,3 +75,23 @@ def test_pki_and_grants_end_to_end(tmp_path: Path) -> None:
     text = ok("site", "audit", "--site", str(site), "--verify", "--last", "0")
     for action in ("pki-issue", "grant", "revoke-grant", "pki-revoke", "GET /v1/datasets"):
         assert action in text
+
+
+def test_pki_issue_never_overwrites_a_bundle(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    ok("site", "init", str(site))
+    ok("pki", "init", "--site", str(site))
+    other = tmp_path / "other-site-id"
+    other.mkdir()
+    (other / "ca.crt").write_text("the CA of another site")  # ca.crt alone was overwritten
+    fails("pki", "issue", "alice", "--site", str(site), "--out", str(other),
+          match="already holds ca.crt")  # fmt: skip
+    assert (other / "ca.crt").read_text() == "the CA of another site"
+    assert sorted(p.name for p in other.iterdir()) == ["ca.crt"]
+    ok("pki", "issue", "alice", "--site", str(site), "--out", str(tmp_path / "a"))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()}
+    fails("pki", "issue", "bob", "--site", str(site), "--out", str(tmp_path / "a"),
+          match="already holds client.crt, client.key, ca.crt")  # fmt: skip
+    assert {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()} == before
+    assert "pki-issue" in ok("site", "audit", "--site", str(site))
+    assert "bob" not in ok("site", "audit", "--site", str(site), "--last", "0")

@@ -13,6 +13,9 @@ pki_app = typer.Typer(help="The site's certificate authority and tenant identiti
 datasite_app = typer.Typer(help="Serve clips to compute sites over mTLS; list them remotely.",
                            no_args_is_help=True)  # fmt: skip
 
+#: the files of an identity bundle written by ``pki issue``
+BUNDLE = ("client.crt", "client.key", "ca.crt")
+
 
 @pki_app.command("init")
 def pki_init(
@@ -30,12 +33,20 @@ def pki_init(
 def pki_issue(
     tenant: str = typer.Argument(..., help="Tenant name: 1-64 of a-z 0-9 - _."),
     site: Path = SITE_OPTION,
-    out_dir: Path = typer.Option(..., "--out", help="Folder for client.crt, client.key, ca.crt."),
+    out_dir: Path = typer.Option(
+        ..., "--out", help="Folder for client.crt, client.key, ca.crt (none of them there yet)."
+    ),
 ) -> None:
-    """Issue a client identity (certificate + key bundle) for TENANT."""
+    """Issue a client identity (certificate + key bundle) for TENANT into a folder without one."""
     from echoscreen.datasite.pki import issue
+    from echoscreen.errors import DatasiteError
     from echoscreen.store.site import Site
 
+    held = [name for name in BUNDLE if (out_dir / name).exists()]
+    if held:  # checked before the catalog records a certificate nobody would hold
+        raise DatasiteError(f"{out_dir} already holds {', '.join(held)} of an identity bundle, "
+                            "which is never overwritten; choose another --out folder (or move "
+                            "that bundle away first)")  # fmt: skip
     with Site.open(site) as s:
         ident = issue(s, tenant, out_dir)
     out.print(f"issued {tenant} serial {ident.serial} (valid to {ident.not_after:%Y-%m-%d}) "
