@@ -1,4 +1,4 @@
-"""What every command module shares: the two consoles and the ``--site`` option."""
+"""What every command module shares: the two consoles, the ``--site`` option, name checks."""
 
 from __future__ import annotations
 
@@ -13,3 +13,20 @@ out = Console()
 SITE_OPTION = typer.Option(
     ..., "--site", envvar="ECHOSCREEN_SITE", help="The site folder (or $ECHOSCREEN_SITE)."
 )
+
+
+def dataset_name(value: str | None) -> str | None:
+    """typer callback of an option or argument naming a dataset to write (ingest, grant, split).
+
+    The rule is the data server's (:func:`echoscreen.datasite.access.valid_dataset_name`):
+    a name it would refuse on the wire (``../x``, slashes, control characters) is refused
+    here, before anything is stored under it.
+    """
+    from echoscreen.datasite.access import valid_dataset_name
+
+    if value is not None and not valid_dataset_name(value):
+        raise typer.BadParameter(
+            f"{value!r} is not a dataset name: use 1-128 letters, digits, spaces, '.', '-' and "
+            "'_', starting with a letter or digit, without '..'"
+        )
+    return value

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from echoscreen.cli.common import SITE_OPTION, console, out
+from echoscreen.cli.common import SITE_OPTION, console, dataset_name, out
 
 
 def ingest_command(
@@ -17,7 +17,8 @@ def ingest_command(
     site: Path = SITE_OPTION,
     labels: Path = typer.Option(None, "--labels", help="labels.csv (by study_instance_uid)."),
     clips: Path = typer.Option(None, "--clips", help="clips.csv (by sop_instance_uid)."),
-    dataset: str = typer.Option(None, "--dataset", help="Put the studies in this dataset."),
+    dataset: str = typer.Option(None, "--dataset", callback=dataset_name,
+                                help="Put the studies in this dataset."),
     size: int = typer.Option(112, "--size", min=8, max=1024,
                                 help="Side of the stored clip tensors (pixels)."),
     frames: int = typer.Option(32, "--frames", min=1, max=1024,
@@ -50,7 +51,8 @@ def listen_command(
                               help="TCP port of the C-STORE SCP."),
     aet: str = typer.Option("ECHOSCREEN", "--aet", help="AE title scanners must call."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface (0.0.0.0: all)."),
-    dataset: str = typer.Option(None, "--dataset", help="Put the studies in this dataset."),
+    dataset: str = typer.Option(None, "--dataset", callback=dataset_name,
+                                help="Put the studies in this dataset."),
     size: int = typer.Option(112, "--size", min=8, max=1024,
                                 help="Side of the stored clip tensors (pixels)."),
     frames: int = typer.Option(32, "--frames", min=1, max=1024,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from echoscreen.cli.common import SITE_OPTION, console, out
+from echoscreen.cli.common import SITE_OPTION, console, dataset_name, out
 
 site_app = typer.Typer(
     help="Create and inspect a data site (keys, encrypted objects, catalog).",
@@ -88,7 +88,7 @@ def site_rotate_key(site: Path = SITE_OPTION) -> None:
 
 @site_app.command("split")
 def site_split(
-    name: str = typer.Argument(..., help="Dataset name."),
+    name: str = typer.Argument(..., callback=dataset_name, help="Dataset name."),
     site: Path = SITE_OPTION,
     train: float = typer.Option(0.7, "--train", help="Fraction of studies for training."),
     val: float = typer.Option(0.15, "--val", help="Fraction for validation."),
@@ -107,7 +107,8 @@ def site_split(
 @site_app.command("grant")
 def site_grant(
     tenant: str = typer.Argument(..., help="Tenant name (from `pki issue`)."),
-    dataset: str = typer.Argument(..., help="Dataset the tenant may read."),
+    dataset: str = typer.Argument(..., callback=dataset_name,
+                                  help="Dataset the tenant may read."),
     site: Path = SITE_OPTION,
 ) -> None:
     """Let TENANT read DATASET through the data server."""
