@@ -43,6 +43,12 @@ def ingest_command(
                         workers=workers or None)  # fmt: skip
     for table in report_tables(report, src.describe()):
         out.print(table)
+    if not (report.ingested or report.skipped or report.quarantined):
+        from echoscreen.errors import IngestError
+
+        raise IngestError(f"found no DICOM files in {src.describe()}: nothing was ingested; "
+                          "name a folder, zip or DICOMweb server that holds studies (walks "
+                          "skip dot files, __MACOSX, DICOMDIR and side files)")  # fmt: skip
 
 
 def listen_command(
