@@ -33,6 +33,15 @@ def test_tokens_cli(tmp_path: Path) -> None:
     fails("tokens", "revoke", "clinic-a", "--state", state, match="no active token")
 
 
+def test_tokens_list_and_revoke_create_nothing(tmp_path: Path) -> None:
+    for args in (["list"], ["revoke", "clinic-a"]):  # list made the folder and a tokens.db
+        fails("tokens", *args, "--state", str(tmp_path / "nope"), match="is not a folder")
+    assert not (tmp_path / "nope").exists()
+    (tmp_path / "state").mkdir()
+    assert "tokens in" in ok("tokens", "list", "--state", str(tmp_path / "state"))
+    assert list((tmp_path / "state").iterdir()) == []
+
+
 def _wait_up(url: str, proc: subprocess.Popen[str], timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -109,6 +109,7 @@ def tokens_revoke(
     """Revoke NAME's token (a running service refuses it from the next request)."""
     from echoscreen.service.tokens import TokenStore
 
+    _existing_state(state)
     n = TokenStore(state / "tokens.db").revoke(name)
     out.print(f"revoked {n} token(s) of {name}")
 
@@ -120,9 +121,20 @@ def tokens_list(state: Path = STATE_OPTION) -> None:
 
     from echoscreen.service.tokens import TokenStore
 
+    _existing_state(state)
     table = Table(title=f"tokens in {state}")
     for col in ("name", "created", "revoked"):
         table.add_column(col)
-    for t in TokenStore(state / "tokens.db").list():
-        table.add_row(t.name, t.created, t.revoked or "")
+    if (state / "tokens.db").exists():  # else none were created: list without making one
+        for t in TokenStore(state / "tokens.db").list():
+            table.add_row(t.name, t.created, t.revoked or "")
     out.print(table)
+
+
+def _existing_state(state: Path) -> None:
+    """Refuse a --state that is not a folder: reading or revoking must not create one."""
+    if not state.is_dir():
+        from echoscreen.errors import ConfigError
+
+        raise ConfigError(f"--state {state} is not a folder; give the service's state folder "
+                          "(made by `echoscreen tokens create NAME --state DIR`)")  # fmt: skip
