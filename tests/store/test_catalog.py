@@ -114,6 +114,9 @@ def test_schema_summary_and_study_detail(catalog: Catalog) -> None:
         catalog.study("1.2.826.0.1.")
     with pytest.raises(CatalogError, match="no study"):
         catalog.study("9.9.9")
+    for wild in ("%", "1.2.826.0.1.6_", "1.2.826.0.1.6%"):  # LIKE wildcards match nothing
+        with pytest.raises(CatalogError, match="no study"):
+            catalog.study(wild)
     assert len(catalog.object_refs()) == 48
 
 

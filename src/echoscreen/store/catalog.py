@@ -232,7 +232,9 @@ class Catalog:
             q = select(Study).options(selectinload(Study.clips))
             found = s.scalars(q.where(Study.id == study_id)).all()
             if not found and study_id:
-                found = s.scalars(q.where(Study.id.startswith(study_id)).limit(3)).all()
+                # autoescape: % and _ in what was typed are characters, not LIKE wildcards
+                prefix = Study.id.startswith(study_id, autoescape=True)
+                found = s.scalars(q.where(prefix).limit(3)).all()
             if not found:
                 raise CatalogError(f"no study {study_id!r} in the catalog: `site ls` lists them")
             if len(found) > 1:
