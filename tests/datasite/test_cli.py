@@ -9,11 +9,15 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from cryptography import x509
+from sqlalchemy import select
 from tests.cli import fails, ok
 from tests.datasite.sitefix import SHAPE, populate
 
+from echoscreen.datasite import pki
 from echoscreen.datasite.access import grants
+from echoscreen.datasite.schema import IssuedCert, Tenant
 from echoscreen.datasite.server import free_port
 from echoscreen.datasite.tls import client_context
 from echoscreen.store.site import Site
@@ -75,6 +79,19 @@ def test_pki_and_grants_end_to_end(tmp_path: Path) -> None:
     text = ok("site", "audit", "--site", str(site), "--verify", "--last", "0")
     for action in ("pki-issue", "grant", "revoke-grant", "pki-revoke", "GET /v1/datasets"):
         assert action in text
+
+
+def test_pki_issue_that_cannot_write_its_bundle_records_nothing(tmp_path: Path) -> None:
+    with Site.init(tmp_path / "site") as site:
+        pki.init_pki(site.path)
+        out = tmp_path / "id"
+        (out / "ca.crt").mkdir(parents=True)  # the last file of the bundle cannot be written
+        with pytest.raises(OSError):
+            pki.issue(site, "carol", out)
+        assert sorted(p.name for p in out.iterdir()) == ["ca.crt"]  # key and cert removed
+        with site.catalog.session() as s:
+            assert s.scalars(select(IssuedCert.serial)).all() == []
+            assert s.get(Tenant, "carol") is None
 
 
 def test_pki_issue_never_overwrites_a_bundle(tmp_path: Path) -> None:

@@ -217,7 +217,9 @@ def issue(site: Site, tenant: str, out: Path) -> Identity:
     """Issue a client identity for ``tenant`` into folder ``out``.
 
     Writes ``out/client.crt``, ``out/client.key`` (0600) and ``out/ca.crt``, records
-    the certificate in the catalog and creates the tenant if it is new.
+    the certificate in the catalog and creates the tenant if it is new, in one catalog
+    transaction: if a file cannot be written, nothing is recorded and the files already
+    written are removed (no certificate is on record that nobody holds).
 
     Raises:
         DatasiteError: bad tenant name, no PKI, or ``out`` already holds an identity.
@@ -238,17 +240,26 @@ def issue(site: Site, tenant: str, out: Path) -> Identity:
     )
     der = cert.public_bytes(serialization.Encoding.DER)
     ensure_tables(site.catalog)
-    with site.catalog.session() as s:
-        if s.get(Tenant, tenant) is None:
-            s.add(Tenant(name=tenant))
-            s.flush()
-        s.add(IssuedCert(serial=cert_serial(cert), tenant=tenant,
-                         fingerprint=hashlib.sha256(der).hexdigest(),
-                         not_after=cert.not_valid_after_utc))  # fmt: skip
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
-    write_secret_file(out / "client.key", _pem_key(key))
-    atomic_write(out / "client.crt", cert.public_bytes(serialization.Encoding.PEM))
-    atomic_write(out / "ca.crt", paths.ca_cert.read_bytes())
+    written: list[Path] = []
+    try:  # the bundle is written inside the catalog transaction: both or neither
+        with site.catalog.session() as s:
+            if s.get(Tenant, tenant) is None:
+                s.add(Tenant(name=tenant))
+                s.flush()
+            s.add(IssuedCert(serial=cert_serial(cert), tenant=tenant,
+                             fingerprint=hashlib.sha256(der).hexdigest(),
+                             not_after=cert.not_valid_after_utc))  # fmt: skip
+            s.flush()
+            write_secret_file(out / "client.key", _pem_key(key))
+            written.append(out / "client.key")
+            atomic_write(out / "client.crt", cert.public_bytes(serialization.Encoding.PEM))
+            written.append(out / "client.crt")
+            atomic_write(out / "ca.crt", paths.ca_cert.read_bytes())
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     AuditLog(site).append(Event("site-admin", "pki-issue", True, serial=cert_serial(cert),
                                 target=tenant))  # fmt: skip
     return Identity(tenant, cert_serial(cert), out, cert.not_valid_after_utc)
