@@ -68,6 +68,7 @@ def test_site_commands_end_to_end(tmp_path: Path) -> None:
         (("site", "show", "9.9.9", "--site", "{tmp}/site"), "no study '9.9.9'"),
         (("site", "split", "x", "--site", "{tmp}/site", "--train", ".9"), "sum to 1"),
         (("site", "split", "x", "--site", "{tmp}/site"), "no dataset 'x'"),
+        (("site", "split", "x", "--site", "{tmp}/site", "--seed", "-1"), "Invalid value"),
         (("site", "split", "../../evil", "--site", "{tmp}/site"), "is not a dataset name"),
         (("site", "grant", "alice", "a/b", "--site", "{tmp}/site"), "is not a dataset name"),
         (("site", "init", "{tmp}/other", "--catalog", "mysql://u@h/db"), "unsupported catalog"),

@@ -38,6 +38,7 @@ def test_train_and_resume(tiny_site: Path, tmp_path: Path) -> None:
     (["--data", "/no/such/site", "--dataset", "ph"], "neither a site folder"),
     (["--data", "{site}", "--dataset", "nope"], "no dataset 'nope'"),
     (["--data", "{site}", "--dataset", "ph", "--model-size", "huge"], "unknown model size"),
+    (["--data", "{site}", "--dataset", "ph", "--seed", "-1"], "Invalid value for '--seed'"),
     (["--resume"], "is this a run folder"),
 ])  # fmt: skip
 def test_bad_input(tiny_site: Path, tmp_path: Path, args: list[str], match: str) -> None:

@@ -26,6 +26,7 @@ def test_round_trip(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("change", "match"), [
     ({"task": "segment"}, "unknown task 'segment'"),
     ({"epochs": 0}, "epochs must be >= 1"),
+    ({"seed": -1}, "seed must be >= 0"),  # numpy's generators refuse it later, mid-run
     ({"lr": -1.0}, "learning rate"),
     ({"model_size": "huge"}, "unknown model size"),
     ({"data": "https://h:1", "identity": None}, "--identity"),

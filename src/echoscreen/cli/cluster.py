@@ -62,7 +62,7 @@ def sweep_command(
     identity: Path = typer.Option(None, "--identity", help="Identity folder (remote --data)."),
     epochs: int = typer.Option(None, "--epochs", help="Epochs of every run (default 5)."),
     batch_size: int = typer.Option(None, "--batch-size", help="Batch size (default 8)."),
-    seed: int = typer.Option(None, "--seed", help="Seed of every run (default 0)."),
+    seed: int = typer.Option(None, "--seed", min=0, help="Seed (>= 0) of every run (default 0)."),
     cluster: str = typer.Option(
         None, "--cluster", help="Cluster profile to run on; without it the runs go one by one here."
     ),

@@ -93,7 +93,7 @@ def site_split(
     train: float = typer.Option(0.7, "--train", help="Fraction of studies for training."),
     val: float = typer.Option(0.15, "--val", help="Fraction for validation."),
     test: float = typer.Option(0.15, "--test", help="Fraction for test."),
-    seed: int = typer.Option(0, "--seed", help="Shuffle seed."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Shuffle seed (>= 0)."),
 ) -> None:
     """Patient-level, label-stratified train/val/test split of a dataset."""
     from echoscreen.store.catalog import make_split

@@ -34,7 +34,8 @@ _BATCH = typer.Option(
 _LR = typer.Option(None, "--lr", help="Peak learning rate of AdamW (default 1e-3).")
 _FRAMES = typer.Option(None, "--frames", help="Frames fed to the model (default 16).")
 _SIZE = typer.Option(None, "--size", help="Image side in pixels fed to the model (default 64).")
-_SEED = typer.Option(None, "--seed", help="Seed of weights, order and augmentation (default 0).")
+_SEED = typer.Option(None, "--seed", min=0,
+                     help="Seed of weights, order and augmentation (>= 0; default 0).")
 _MODEL = typer.Option(None, "--model-size", help="small (CPU) or large (GPU) (default small).")
 _DROPOUT = typer.Option(None, "--dropout", help="Dropout before the heads (default 0.1).")
 _MAXCLIPS = typer.Option(None, "--max-clips", help="Most clips read per study (rhd) (default 8).")

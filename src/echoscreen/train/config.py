@@ -90,7 +90,8 @@ class TrainConfig:
         _choice("model size", self.model_size, MODEL_SIZES)
         for name, value, low in (("epochs", self.epochs, 1), ("batch size", self.batch_size, 1),
                                  ("frames", self.frames, 1), ("size", self.size, 8),
-                                 ("max clips", self.max_clips, 1)):  # fmt: skip
+                                 ("max clips", self.max_clips, 1),
+                                 ("seed", self.seed, 0)):  # fmt: skip
             if value < low:
                 raise ConfigError(f"{name} must be >= {low}, got {value}")
         if not (math.isfinite(self.lr) and self.lr > 0):
