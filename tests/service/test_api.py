@@ -158,6 +158,9 @@ def _bad_inputs(live: Live, pydicom_file: Callable[[str], Path]) -> dict[str, An
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("zeros.dcm", bytes(3 * MiB))
     zip_ct = {"Content-Type": "application/zip"}
+    one = _zip(live.study[:1])  # the member's deflate stream zeroed, its directory intact
+    cd = one.rfind(b"PK\x01\x02")
+    damaged = one[:60] + bytes(cd - 60) + one[cd:]
     return {
         "not dicom": ({"files": _form([("notes.txt", b"just some text " * 100)])}, 422),
         "truncated": ({"files": _form([("cut.dcm", dcm[:300])])}, 422),
@@ -170,6 +173,7 @@ def _bad_inputs(live: Live, pydicom_file: Callable[[str], Path]) -> dict[str, An
                             "headers": zip_ct}, 413),
         "nested zip": ({"content": _zip([("inner.zip", _zip(live.study[:1]))]),
                         "headers": zip_ct}, 422),
+        "damaged zip": ({"content": damaged, "headers": zip_ct}, 422),
         "empty": ({"content": b"", "headers": zip_ct}, 400),
         "unsupported type": ({"content": b"{}", "headers": {"Content-Type": "text/json"}}, 415),
     }  # fmt: skip

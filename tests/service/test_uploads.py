@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import struct
 import zipfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -106,6 +107,35 @@ def test_nested_zip_and_too_many_files(dcm: bytes) -> None:
     form = _multipart([_file_part(f"{i}.dcm", b"x") for i in range(11)])
     with pytest.raises(ServiceError, match="more than 10 files"):
         parse_upload(form, "multipart/form-data; boundary=b0und", UploadLimits(max_files=10))
+
+
+def _damaged(dcm: bytes) -> dict[str, bytes]:
+    """Zips whose central directory reads but whose member (or version) does not."""
+    out = {}
+    for method in (zipfile.ZIP_DEFLATED, zipfile.ZIP_LZMA):
+        good = _zip({"1.dcm": dcm}, method)
+        cd = good.rfind(b"PK\x01\x02")
+        out[f"corrupt stream {method}"] = good[:60] + bytes(cd - 60) + good[cd:]
+    good = _zip({"1.dcm": dcm})
+    cd = good.rfind(b"PK\x01\x02")
+    (size,) = struct.unpack("<I", good[cd + 20 : cd + 24])  # compressed size, as declared
+    start = cd - size
+    cut = good[: start + size // 2] + good[cd:]  # the stream ends early, the offsets agree
+    eocd = bytearray(cut)
+    at = eocd.rfind(b"PK\x05\x06")
+    eocd[at + 16 : at + 20] = struct.pack("<I", cd - (size - size // 2))
+    out["stream cut short"] = bytes(eocd)
+    cd_new = bytearray(good)
+    cd_new[cd + 6 : cd + 8] = struct.pack("<H", 99)  # "version needed to extract" 9.9
+    out["newer zip version"] = bytes(cd_new)
+    return out
+
+
+def test_damaged_zips_are_422_not_a_crash(dcm: bytes) -> None:
+    for what, body in _damaged(dcm).items():
+        with pytest.raises(BadStudyError, match="zip") as err:
+            parse_upload(body, "application/zip", UploadLimits())
+        assert err.value.status == 422, what
 
 
 def test_empty_and_unsupported() -> None:

@@ -113,7 +113,7 @@ def expand_zip(
     """
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # whatever zipfile raises on an archive it cannot read
         raise BadStudyError(f"{label} is not a readable zip archive ({type(exc).__name__}); "
                             "send the study folder's files or a valid zip") from exc  # fmt: skip
     with zf:
@@ -125,7 +125,7 @@ def expand_zip(
             try:
                 with zf.open(info) as f:
                     body = f.read(info.file_size + 1)
-            except (zipfile.BadZipFile, OSError, ValueError, RuntimeError) as exc:
+            except Exception as exc:  # a damaged stream: zlib.error, LZMAError, EOFError...
                 what = f"member {len(out)} of {label} cannot be extracted"
                 raise BadStudyError(f"{what} ({type(exc).__name__}); zip the study again") from exc
             total += len(body)
