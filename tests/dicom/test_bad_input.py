@@ -42,6 +42,25 @@ def test_no_pixel_data(make_us: MakeUS, dicom_bytes: ToBytes) -> None:
         read_cine(dicom_bytes(ds))
 
 
+@pytest.mark.parametrize("change", [{"NumberOfFrames": 0}, {"SamplesPerPixel": 4},
+                                    {"Rows": None}, {"PixelData": None}])
+def test_header_errors_name_no_instance_uid(make_us: MakeUS, dicom_bytes: ToBytes,
+                                            change: dict[str, object]) -> None:
+    """The messages end up in the catalog's quarantine reasons and the screening JSON,
+    both of which must hold no original UID: they name the SOP class only."""
+    ds = make_us(np.zeros((2, 8, 8, 3), np.uint8))
+    for keyword, value in change.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    with pytest.raises(DicomDecodeError) as err:
+        read_cine(dicom_bytes(ds))
+    for uid in (ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID):
+        assert uid not in str(err.value)
+    assert ds.SOPClassUID in str(err.value)
+
+
 def test_zero_frames(make_us: MakeUS, dicom_bytes: ToBytes) -> None:
     ds = make_us(np.zeros((2, 8, 8, 3), np.uint8), NumberOfFrames=0)
     with pytest.raises(DicomDecodeError, match="0 frames"):

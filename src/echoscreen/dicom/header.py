@@ -94,7 +94,9 @@ def check_image(ds: Dataset, *, max_frames: int, max_pixels: int) -> tuple[int, 
     Raises:
         DicomDecodeError: with what is wrong and what to do.
     """
-    what = f"{ds.get('SOPClassUID', 'object')!s} {ds.get('SOPInstanceUID', '')!s}".strip()
+    # the SOP class only: these messages reach quarantine reasons and screening results,
+    # which must hold no original UID (the instance UID identifies the image)
+    what = f"{ds.get('SOPClassUID', 'object')!s}"
     if "PixelData" not in ds:
         raise DicomDecodeError(
             f"DICOM {what} has no pixel data (it is not an image, or the file is "
