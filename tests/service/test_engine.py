@@ -159,6 +159,16 @@ def test_jobs_db_holds_nothing_identifying(published: Published, engine: Screeni
     folder = published.train_study_folders()[2]
     study = files_of(folder)
     engine.screen(study, client="t")
+    # files whose headers read but whose image does not: their reasons are stored too
+    no_frames = pydicom.dcmread(io.BytesIO(study[0][1]))
+    no_frames.NumberOfFrames = 0
+    buf = io.BytesIO()
+    no_frames.save_as(buf)
+    unreadable = [(n, d[: len(d) // 2]) for n, d in study[:2]] + [("0.dcm", buf.getvalue())]
+    with pytest.raises(BadStudyError) as failed:
+        engine.screen(unreadable, client="t")
+    assert "file 2: DICOM" in str(failed.value)
+    engine.screen(study[1:] + unreadable, client="t")  # skipped, in the result
     values: set[str] = set()
     for _, data in study:
         values |= header_identity(pydicom.dcmread(io.BytesIO(data)))
@@ -169,6 +179,7 @@ def test_jobs_db_holds_nothing_identifying(published: Published, engine: Screeni
     state = engine.cfg.state_dir
     dbs = sorted(state.glob("jobs.db*"))
     assert dbs
+    assert leaks_in(str(failed.value).encode(), values, "reason") == []
     for db in dbs:
         assert leaks_in(db.read_bytes(), values, db.name) == []
 
