@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import socket
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -199,6 +200,28 @@ def test_bad_inputs_are_4xx_with_a_reason(live: Live,
         assert c.get("/v1/jobs/not-a-job").status_code == 404
         assert c.get("/v1/jobs/" + "0" * 32 + "/explanations/x.png").status_code == 422
         assert c.get("/nowhere").status_code == 404
+
+
+def test_an_upload_cut_short_by_the_client_is_a_400_not_a_bug(
+    live: Live, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client sends half the body it declared and hangs up: logged as its 400."""
+    caplog.set_level(logging.INFO, logger=ACCESS_LOG)
+    host, port = live.url.removeprefix("http://").split(":")
+    head = (f"POST /v1/studies HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {live.token}"
+            "\r\nContent-Type: application/dicom\r\nContent-Length: 100000\r\n\r\n")  # fmt: skip
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head.encode() + live.study[0][1][:1000])
+        sock.shutdown(socket.SHUT_WR)
+        sock.recv(1 << 16)  # the answer (if the server still sends one) or the close
+    deadline = time.monotonic() + 10
+    lines: list[str] = []
+    while time.monotonic() < deadline and not lines:
+        lines = [r.getMessage() for r in caplog.records
+                 if r.name == ACCESS_LOG and "POST /v1/studies" in r.getMessage()]  # fmt: skip
+        time.sleep(0.05)
+    assert lines and " 400 " in lines[0], lines
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_overload_answers_503_with_retry_after(live: Live) -> None:

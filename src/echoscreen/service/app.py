@@ -35,6 +35,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from echoscreen.errors import AuthError, EchoscreenError, OverloadedError, ServiceError
@@ -288,6 +289,12 @@ def _handlers(app: FastAPI) -> None:
         where = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
                           for e in exc.errors())  # fmt: skip
         return JSONResponse({"error": f"malformed request ({where})"}, status_code=422)
+
+    @app.exception_handler(ClientDisconnect)
+    async def cut_short(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # the client hung up mid-upload: its fault, answered (to no one) and logged as such
+        return JSONResponse({"error": "the upload was cut short: the client disconnected "
+                             "before sending the whole body; send it again"}, 400)  # fmt: skip
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
