@@ -123,6 +123,57 @@ def test_tampering_is_detected(published: Published, tmp_path: Path, damage: str
               match="fails its checksums")  # fmt: skip
 
 
+def _writable_copy(published: Published, reg: Path) -> Path:
+    """A copy of the shared registry under ``reg`` whose package files may be rewritten."""
+    shutil.copytree(published.registry, reg)
+    root = reg / "tiny" / "1"
+    for p in [root, *root.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return root
+
+
+@pytest.mark.parametrize("name", [MANIFEST, "package.json"])
+def test_a_package_file_of_non_utf8_bytes_is_a_clear_error(
+    published: Published, tmp_path: Path, name: str
+) -> None:
+    from echoscreen.registry import write_manifest
+
+    root = _writable_copy(published, tmp_path / "reg")
+    (root / name).write_bytes(b"\xff\xfe not text\n")
+    if name != MANIFEST:
+        write_manifest(root)  # consistent checksums: only the file's content is bad
+    with pytest.raises(RegistryError, match=r"malformed|unreadable"):
+        load_package(tmp_path / "reg", "tiny:1")
+    fails("screen", str(published.cohort), "--registry", str(tmp_path / "reg"), "--model",
+          "tiny:1", match=name)  # fmt: skip
+
+
+def test_a_registry_folder_that_is_not_there_is_named(published: Published,
+                                                      tmp_path: Path) -> None:  # fmt: skip
+    (tmp_path / "file").write_text("x")
+    for registry, what in ((tmp_path / "absent", "does not exist"),
+                           (tmp_path / "file", "is not a folder")):  # fmt: skip
+        with pytest.raises(RegistryError, match=f"registry {registry} {what}"):
+            load_package(registry, "tiny:1")
+        fails("screen", str(published.cohort), "--registry", str(registry), "--model", "tiny:1",
+              match="--registry")  # fmt: skip
+
+
+def test_model_files_that_do_not_load_are_a_clear_error(published: Published,
+                                                        tmp_path: Path) -> None:  # fmt: skip
+    """Checksums that match a damaged model.onnx or weights.pt (rewritten by hand) still
+    give one line, for either backend."""
+    from echoscreen.registry import write_manifest
+
+    root = _writable_copy(published, tmp_path / "reg")
+    for rel in ("view/model.onnx", "view/weights.pt"):
+        (root / rel).write_bytes((root / rel).read_bytes()[:1000])
+    write_manifest(root)
+    reg = ("--registry", str(tmp_path / "reg"), "--model", "tiny:1")
+    fails("screen", str(published.cohort), *reg, match="view/model.onnx")
+    fails("screen", str(published.cohort), *reg, "--backend", "torch", match="view/weights.pt")
+
+
 def test_publish_refuses_unusable_input(published: Published, tmp_path: Path) -> None:
     base = {"registry": tmp_path / "reg", "name": "x", "version": "1"}
     with pytest.raises(RegistryError, match="'view' run but a 'rhd' run"):

@@ -54,14 +54,20 @@ def read_manifest(root: Path) -> dict[str, str]:
     except FileNotFoundError as exc:
         raise RegistryError(f"{root} has no {MANIFEST}: not a complete package; publish it again "
                             "under a new version") from exc  # fmt: skip
+    except UnicodeDecodeError:
+        raise _malformed(path, "is not text") from None
     sums: dict[str, str] = {}
     for n, line in enumerate(text.splitlines(), 1):
         digest, sep, rel = line.partition("  ")
         if not sep or len(digest) != 64 or not rel or rel.startswith("/") or ".." in rel.split("/"):
-            raise RegistryError(f"{path} line {n} is malformed; the package was altered, "
-                                "restore it from a backup or publish a new version")  # fmt: skip
+            raise _malformed(path, f"line {n}")
         sums[rel] = digest
     return sums
+
+
+def _malformed(path: Path, where: str) -> RegistryError:
+    return RegistryError(f"{path} {where} is malformed; the package was altered, "
+                         "restore it from a backup or publish a new version")  # fmt: skip
 
 
 def verify_manifest(root: Path) -> dict[str, str]:

@@ -113,15 +113,20 @@ class ModelPackage:
         """The ``task`` model as a torch module in eval mode, weights from ``weights.pt``.
 
         Raises:
-            RegistryError: the weights do not fit this version's network (the package was
-                published by an echoscreen whose model code differed).
+            RegistryError: the weights do not load (a damaged file whose checksum was
+                rewritten) or do not fit this version's network (the package was published
+                by an echoscreen whose model code differed).
         """
         import torch
 
         from echoscreen.models import create_model
 
         model = create_model(task, self.model_config(task))
-        state = torch.load(self.path(task, "weights"), map_location="cpu", weights_only=True)
+        path = self.path(task, "weights")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated or foreign: torch raises many kinds
+            raise unloadable(path, "torch", exc) from exc
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
@@ -140,6 +145,13 @@ class ModelPackage:
         return entry
 
 
+def unloadable(path: Path, runtime: str, exc: BaseException) -> RegistryError:
+    """The error for a package file that passed its checksum but ``runtime`` cannot load."""
+    first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+    return RegistryError(f"{path} does not load in {runtime} ({first}); the package is "
+                         "damaged: restore it from a backup or publish a new version")  # fmt: skip
+
+
 def load_package(registry: Path, ref: str) -> ModelPackage:
     """Open ``REGISTRY/NAME/VERSION`` after checking every file against its MANIFEST.
 
@@ -156,6 +168,10 @@ def load_package(registry: Path, ref: str) -> ModelPackage:
     """
     name, version = parse_ref(ref)
     root = package_dir(registry, name, version)
+    if not Path(registry).is_dir():
+        what = "is not a folder" if Path(registry).exists() else "does not exist"
+        raise RegistryError(f"registry {registry} {what}; pass --registry the folder that "
+                            "`echoscreen publish` wrote the package into")  # fmt: skip
     if not root.is_dir():
         known = sorted(p.name for p in (Path(registry) / name).glob("*")
                        if p.is_dir() and not p.name.startswith("."))  # fmt: skip
@@ -165,8 +181,13 @@ def load_package(registry: Path, ref: str) -> ModelPackage:
     verify_manifest(root)
     try:
         meta = json.loads((root / PACKAGE_JSON).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RegistryError(f"{root / PACKAGE_JSON} is unreadable ({exc})") from exc
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8 text
+        raise RegistryError(f"{root / PACKAGE_JSON} is unreadable ({exc}); restore the package "
+                            "from a backup or publish a new version") from exc  # fmt: skip
+    if not isinstance(meta, dict):
+        raise RegistryError(f"{root / PACKAGE_JSON} is not a package description (a JSON "
+                            "object); restore the package from a backup or publish a new "
+                            "version")  # fmt: skip
     if meta.get("format") != FORMAT:
         raise RegistryError(f"package {ref} has format {meta.get('format')!r}; this echoscreen "
                             f"reads format {FORMAT}: upgrade echoscreen")  # fmt: skip

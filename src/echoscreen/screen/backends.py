@@ -16,7 +16,7 @@ import numpy as np
 
 from echoscreen.errors import ConfigError
 from echoscreen.models.onnx import INPUT_NAMES, OUTPUT_NAMES
-from echoscreen.registry.package import TASKS, ModelPackage
+from echoscreen.registry.package import TASKS, ModelPackage, unloadable
 
 #: backend names accepted by :func:`make_backend`
 BACKENDS = ("onnx", "torch", "auto")
@@ -92,9 +92,14 @@ class OnnxBackend:
         # idle pool threads sleep instead of spinning: the service runs decoding, torch
         # saliency and other requests beside the sessions on the same few cores
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.sessions = {k: ort.InferenceSession(str(p), sess_options=opts,
-                                                 providers=["CPUExecutionProvider"])
-                         for k, p in paths.items()}  # fmt: skip
+        self.sessions: dict[str, Any] = {}
+        for k, p in paths.items():
+            try:
+                self.sessions[k] = ort.InferenceSession(
+                    str(p), sess_options=opts, providers=["CPUExecutionProvider"]
+                )
+            except Exception as exc:  # truncated or foreign: the runtime raises many kinds
+                raise unloadable(p, "ONNX Runtime", exc) from exc
 
     @classmethod
     def from_package(cls, package: ModelPackage, threads: int = 0) -> OnnxBackend:
