@@ -148,7 +148,11 @@ def test_cli_prints_summary_and_report_path(tmp_path: Path) -> None:
     run = write_run(tmp_path / "run", "rhd")
     stdout = ok("evaluate", str(run), "--split", "test", "--bootstrap", "200")
     assert "AUROC" in stdout and "sensitivity" in stdout and str(run / "report.html") in stdout
-    fails("evaluate", str(run), "--split", "train", match="predictions_train.json does not exist")
+    text = fails("evaluate", str(run), "--split", "train",
+                 match="predictions_train.json does not exist")  # fmt: skip
+    # the run is trained: the message names the splits it has, not `echoscreen train`
+    assert "split(s) test, val: pass --split" in text and "train the run" not in text
+    assert json.loads((run / "metrics.json").read_text())["split"] == "test"  # as it was
 
 
 @pytest.mark.parametrize(

@@ -129,6 +129,10 @@ def evaluate_run(run: Path, split: str = "test", cfg: EvalConfig | None = None) 
     if not run.is_dir():
         raise EvaluateError(f"run folder {run} does not exist; pass the --run folder of a training")
     test_path = run / f"predictions_{split}.json"
+    have = sorted(p.name[len("predictions_"):-len(".json")] for p in run.glob("predictions_*.json"))
+    if not test_path.is_file() and have:  # a trained run: the --split is wrong, not the run
+        raise EvaluateError(f"{test_path} does not exist; this run has predictions for the "
+                            f"split(s) {', '.join(have)}: pass --split one of them")  # fmt: skip
     records = load_records(test_path)
     task = detect_task(records, config_task(run))
     head: dict[str, Any] = {"task": task, "split": split, "run": str(run),
