@@ -37,3 +37,32 @@ def test_a_source_without_dicom_files_is_an_error(tmp_path: Path) -> None:
         assert site.summary()["studies"] == 0
     (empty / "bad.dcm").write_bytes(b"not DICOM at all" * 10)  # found, and quarantined: exit 0
     assert "quarantined" in ok("ingest", str(empty), "--site", str(tmp_path / "site"))
+
+
+@pytest.mark.parametrize("kind", ["labels", "clips"])
+def test_a_csv_that_gives_one_uid_two_values_is_refused(tmp_path: Path, us_files: dict[str, Path],
+                                                        kind: str) -> None:  # fmt: skip
+    """Which row is right cannot be told: the last one silently won (a wrong ground truth)."""
+    import pydicom
+
+    Site.init(tmp_path / "site").close()
+    source = tmp_path / "in"
+    source.mkdir()
+    path = us_files["examples_ybr_color.dcm"]
+    (source / "a.dcm").write_bytes(path.read_bytes())
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    if kind == "labels":
+        text = (f"study_instance_uid,label\n{ds.StudyInstanceUID},normal\n"
+                f"{ds.StudyInstanceUID},normal\n{ds.StudyInstanceUID},definite\n")  # fmt: skip
+    else:
+        text = f"sop_instance_uid,view\n{ds.SOPInstanceUID},a4c\n{ds.SOPInstanceUID},plax\n"
+    (tmp_path / "x.csv").write_text(text)
+    line = 4 if kind == "labels" else 3
+    fails("ingest", str(source), "--site", str(tmp_path / "site"), f"--{kind}",
+          str(tmp_path / "x.csv"), match=f"line {line} repeats the")  # fmt: skip
+    with Site.open(tmp_path / "site") as site:
+        assert site.summary()["studies"] == 0
+    if kind == "labels":  # the same row twice says one thing: accepted
+        (tmp_path / "x.csv").write_text("\n".join(text.splitlines()[:3]) + "\n")
+        ok("ingest", str(source), "--site", str(tmp_path / "site"), "--labels",
+           str(tmp_path / "x.csv"))  # fmt: skip

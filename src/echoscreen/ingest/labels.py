@@ -10,6 +10,8 @@ values, never the keys. Columns:
 - ``clips.csv``: ``sop_instance_uid``, and optionally ``view``, ``doppler``
   (1/0/true/false/yes/no), ``findings``, and ``finding_*``/``*_cm``/``*_mm`` columns
   (stored together as JSON). Other columns (paths, ids) are ignored.
+
+A UID on two rows of one file must say the same thing on both, else ingest is refused.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import csv
 import dataclasses
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from echoscreen.errors import IngestError
 
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
 LABELS = ("normal", "borderline", "definite")
 _TRUE = {"1", "true", "yes", "y"}
 _FALSE = {"0", "false", "no", "n"}
+_Row = TypeVar("_Row")
 
 
 @dataclass(frozen=True)
@@ -122,19 +126,39 @@ def load_annotations(labels: Path | None, clips: Path | None) -> Annotations:
     """Read labels.csv and clips.csv (either may be None).
 
     Raises:
-        IngestError: a file is missing, lacks its key column, or has a bad value
-            (the message names the file, line and column).
+        IngestError: a file is missing, lacks its key column, has a bad value (the
+            message names the file, line and column), or lists one UID twice with
+            different values.
     """
     out = Annotations()
     if labels is not None:
-        for line, row in _rows(labels, "study_instance_uid"):
-            if row["study_instance_uid"]:
-                out.studies[row["study_instance_uid"]] = _study_row(labels, line, row)
+        out.studies = _keyed(labels, "study_instance_uid", _study_row)
     if clips is not None:
-        for line, row in _rows(clips, "sop_instance_uid"):
-            if row["sop_instance_uid"]:
-                out.clips[row["sop_instance_uid"]] = _clip_row(clips, line, row)
+        out.clips = _keyed(clips, "sop_instance_uid", _clip_row)
     return out
+
+
+def _keyed(path: Path, key: str, parse: Callable[[Path, int, dict[str, str]], _Row]
+           ) -> dict[str, _Row]:  # fmt: skip
+    """Rows of ``path`` parsed and keyed by their ``key`` column (rows without one skipped).
+
+    Raises:
+        IngestError: two rows of one key say different things (which one is right cannot
+            be told; the last one silently won before).
+    """
+    parsed: dict[str, _Row] = {}
+    first: dict[str, int] = {}
+    for line, row in _rows(path, key):
+        uid = row[key]
+        if not uid:
+            continue
+        value = parse(path, line, row)
+        if uid in parsed and parsed[uid] != value:
+            raise IngestError(f"{path} line {line} repeats the {key} of line {first[uid]} with "
+                              "other values; keep one row per UID")  # fmt: skip
+        parsed[uid] = value
+        first.setdefault(uid, line)
+    return parsed
 
 
 def _header_years(age: str) -> float | None:
