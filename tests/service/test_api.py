@@ -57,7 +57,7 @@ def live(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Iter
     cfg = ServiceConfig(registry=published.registry, model=published.ref, state_dir=state,
                         port=0, backend="onnx", cpu_workers=1, job_threads=1, queue_size=2,
                         max_upload_bytes=4 * MiB, max_files=30, max_sync_files=len(study),
-                        explain_clips=1)  # fmt: skip
+                        explain_clips=1, upload_idle_s=1.0)  # fmt: skip
     with running(cfg) as (url, service):
         tokens = TokenStore(state / "tokens.db")
         yield Live(url, service, tokens, tokens.create("clinic-a"), study)
@@ -202,16 +202,33 @@ def test_bad_inputs_are_4xx_with_a_reason(live: Live,
         assert c.get("/nowhere").status_code == 404
 
 
+def _half_upload(live: Live) -> socket.socket:
+    """A connection that sent the headers and 1000 of the 100000 bytes it declares."""
+    host, port = live.url.removeprefix("http://").split(":")
+    head = (f"POST /v1/studies HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {live.token}"
+            "\r\nContent-Type: application/dicom\r\nContent-Length: 100000\r\n\r\n")  # fmt: skip
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(head.encode() + live.study[0][1][:1000])
+    return sock
+
+
+def test_an_upload_that_stalls_is_a_408_and_the_connection_closes(live: Live) -> None:
+    """A client that stops sending mid-body is not waited for forever (upload_idle_s=1)."""
+    start = time.monotonic()
+    with _half_upload(live) as sock:
+        answer = b""
+        while chunk := sock.recv(1 << 16):  # until the server closes the connection
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b"stalled" in answer and time.monotonic() - start < 5
+
+
 def test_an_upload_cut_short_by_the_client_is_a_400_not_a_bug(
     live: Live, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The client sends half the body it declared and hangs up: logged as its 400."""
     caplog.set_level(logging.INFO, logger=ACCESS_LOG)
-    host, port = live.url.removeprefix("http://").split(":")
-    head = (f"POST /v1/studies HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {live.token}"
-            "\r\nContent-Type: application/dicom\r\nContent-Length: 100000\r\n\r\n")  # fmt: skip
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(head.encode() + live.study[0][1][:1000])
+    with _half_upload(live) as sock:
         sock.shutdown(socket.SHUT_WR)
         sock.recv(1 << 16)  # the answer (if the server still sends one) or the close
     deadline = time.monotonic() + 10

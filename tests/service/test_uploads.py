@@ -175,3 +175,14 @@ def test_read_body_stops_at_the_limit_while_streaming() -> None:
     with pytest.raises(ServiceError, match="empty") as err:
         asyncio.run(read_body(nothing(), 0, limits))
     assert err.value.status == 400
+
+
+def test_read_body_gives_up_on_a_stalled_upload() -> None:
+    async def stalls() -> AsyncIterator[bytes]:
+        yield b"some bytes"
+        await asyncio.sleep(60)  # the client stops sending, the connection stays open
+        yield b"never"
+
+    with pytest.raises(ServiceError, match="stalled") as err:
+        asyncio.run(read_body(stalls(), None, UploadLimits(idle_s=0.1)))
+    assert err.value.status == 408

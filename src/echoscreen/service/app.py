@@ -55,12 +55,14 @@ _log = logging.getLogger("echoscreen.service")
 
 
 def error_response(exc: ServiceError) -> JSONResponse:
-    """``{"error": reason}`` with the error's status (and ``Retry-After`` / auth headers)."""
+    """``{"error": reason}`` with the error's status (and its Retry-After, auth, close headers)."""
     headers: dict[str, str] = {}
     if isinstance(exc, OverloadedError):
         headers["Retry-After"] = str(max(1, int(exc.retry_after)))
     if isinstance(exc, AuthError):
         headers["WWW-Authenticate"] = 'Bearer realm="echoscreen"'
+    if exc.status == 408:  # a stalled upload: the rest of its body is not waited for
+        headers["Connection"] = "close"
     return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=headers)
 
 
@@ -147,7 +149,8 @@ class _Api:
 
     def __init__(self, cfg: ServiceConfig, engine: ScreeningEngine, tokens: TokenStore) -> None:
         self.cfg, self.engine, self.tokens = cfg, engine, tokens
-        self.limits = UploadLimits(max_bytes=cfg.max_upload_bytes, max_files=cfg.max_files)
+        self.limits = UploadLimits(max_bytes=cfg.max_upload_bytes, max_files=cfg.max_files,
+                                   idle_s=cfg.upload_idle_s)  # fmt: skip
         self._sync: anyio.CapacityLimiter | None = None
 
     def client(self, request: Request) -> str:

@@ -41,6 +41,8 @@ class ServiceConfig:
         max_upload_bytes: largest upload (bytes); max_files: most files in one study;
         max_frames: most frames in one file; max_sync_files: most files for the
             synchronous ``POST /v1/screen``.
+        upload_idle_s: longest wait for the next bytes of an upload's body (s); a client
+            that stops sending mid-upload gets 408 and its connection is closed.
     """
 
     registry: Path
@@ -65,6 +67,7 @@ class ServiceConfig:
     max_files: int = 500
     max_frames: int = 2000
     max_sync_files: int = 40
+    upload_idle_s: float = 60.0
 
     @property
     def workers(self) -> int:
@@ -110,6 +113,8 @@ class ServiceConfig:
             raise ConfigError(f"--max-wait-ms is {self.max_wait_ms}; it must be >= 0")
         if not self.result_ttl_s > 0:
             raise ConfigError(f"--result-ttl is {self.result_ttl_s}; it must be > 0 (seconds)")
+        if not self.upload_idle_s > 0:
+            raise ConfigError(f"upload_idle_s is {self.upload_idle_s}; it must be > 0 (seconds)")
 
 
 #: the ``echoscreen serve`` option of each setting, for messages that say what to change

@@ -23,6 +23,8 @@ import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import anyio
+
 from echoscreen.dicom.inspect import is_litter
 from echoscreen.errors import BadStudyError, ServiceError
 from echoscreen.ingest.dicomweb import MultipartError, boundary_of
@@ -44,11 +46,14 @@ class UploadLimits:
         max_bytes: most bytes in the request body and in the (uncompressed) files.
         max_files: most files (after expanding zips).
         max_ratio: most declared-uncompressed / compressed size of a zip member.
+        idle_s: longest wait for the next bytes of a body (s): a client that stops
+            sending mid-upload is refused, not waited for with what it sent held in memory.
     """
 
     max_bytes: int = 512 << 20
     max_files: int = 500
     max_ratio: float = 100.0
+    idle_s: float = 60.0
 
 
 def too_large(what: str, hint: str | None = None) -> ServiceError:
@@ -68,14 +73,24 @@ async def read_body(chunks: AsyncIterator[bytes], declared: int | None,
         limits: ``max_bytes`` (+1 MiB of multipart framing) bounds the body.
 
     Raises:
-        ServiceError: 413 over the limit; 400 for an empty body.
+        ServiceError: 413 over the limit; 400 for an empty body; 408 when no bytes came
+            for ``limits.idle_s`` seconds.
     """
     cap = limits.max_bytes + FRAMING
     if declared is not None and declared > cap:
         raise too_large(f"the upload is {declared >> 20} MiB, more than {cap >> 20} MiB")
     pieces: list[bytes] = []  # joined once at the end: one copy of a large body, not two
     size = 0
-    async for chunk in chunks:
+    stream = aiter(chunks)
+    while True:
+        try:
+            with anyio.fail_after(limits.idle_s):
+                chunk = await anext(stream, None)
+        except TimeoutError:
+            raise ServiceError(f"the upload stalled: no bytes for {limits.idle_s:g} s after "
+                               f"{size} bytes; send it again", status=408) from None  # fmt: skip
+        if chunk is None:
+            break
         pieces.append(chunk)
         size += len(chunk)
         if size > cap:
