@@ -53,6 +53,8 @@ def test_synth_command_writes_a_cohort(tmp_path: Path) -> None:
         (["--studies", "0"], "studies"),
         (["--studies", "2", "--frames", "1"], "frames"),
         (["--studies", "2", "--seed", "-1"], "Invalid value for '--seed'"),  # was a traceback
+        # had no bound: planned a billion studies in memory (GBs, minutes) before writing any
+        (["--studies", "1000000000"], "between 1 and 100000"),
     ],
 )
 def test_bad_arguments_fail_cleanly(tmp_path: Path, args: list[str], message: str) -> None:
@@ -66,3 +68,12 @@ def test_bad_arguments_fail_cleanly(tmp_path: Path, args: list[str], message: st
     assert message in run.stderr.replace("\n", " ")
     assert "Traceback" not in run.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_an_output_path_that_is_a_file_is_named_as_a_file(tmp_path: Path) -> None:
+    (tmp_path / "c").write_text("keep me")
+    command = [sys.executable, "-m", "echoscreen", "synth", str(tmp_path / "c"), "--studies", "1"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "is a file, not a folder" in run.stderr.replace("\n", " ")  # said "is not empty"
+    assert (tmp_path / "c").read_text() == "keep me"

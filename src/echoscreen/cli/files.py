@@ -39,7 +39,9 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
 
 def synth(
     out_dir: Path = typer.Argument(..., help="Empty (or new) folder for the cohort."),
-    studies: int = typer.Option(..., "--studies", help="Number of studies (one patient each)."),
+    studies: int = typer.Option(
+        ..., "--studies", help="Number of studies (one patient each, 1 to 100000)."
+    ),
     seed: int = typer.Option(
         0, "--seed", min=0, help="Seed (>= 0); the same seed gives identical files."
     ),

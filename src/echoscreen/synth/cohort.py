@@ -34,6 +34,8 @@ from echoscreen.synth.study import StudyPlan, plan_study, write_study
 VIEWS = ("plax", "rvin", "psax_av", "psax_mv", "a4c", "a5c", "other")
 LABELS = ("normal", "borderline", "definite")
 TRANSFER_SYNTAX_NAMES = ("jpeg-baseline", "explicit-le", "rle")
+#: most studies of one cohort (patient IDs number them in 5 digits)
+MAX_STUDIES = 100_000
 DEFAULT_PREVALENCE: Mapping[str, float] = MappingProxyType(
     {"normal": 0.5, "borderline": 0.25, "definite": 0.25}
 )
@@ -77,8 +79,8 @@ class CohortConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` with a hint if a setting is unusable."""
-        if self.studies < 1:
-            raise ConfigError(f"studies must be >= 1, got {self.studies}")
+        if not 1 <= self.studies <= MAX_STUDIES:  # beyond: hours of work planned in memory
+            raise ConfigError(f"studies must be between 1 and {MAX_STUDIES}, got {self.studies}")
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
         if not 2 <= self.frames <= 1000:
@@ -233,7 +235,9 @@ def generate_cohort(
     cfg.validate()
     t0 = time.perf_counter()
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output folder {out} is a file, not a folder; choose a new folder")
+    if out.exists() and any(out.iterdir()):
         raise ConfigError(f"output folder {out} is not empty; choose a new folder or empty it")
     out.mkdir(parents=True, exist_ok=True)
     labels = assign_labels(cfg)
