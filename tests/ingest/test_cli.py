@@ -66,3 +66,27 @@ def test_a_csv_that_gives_one_uid_two_values_is_refused(tmp_path: Path, us_files
         (tmp_path / "x.csv").write_text("\n".join(text.splitlines()[:3]) + "\n")
         ok("ingest", str(source), "--site", str(tmp_path / "site"), "--labels",
            str(tmp_path / "x.csv"))  # fmt: skip
+
+
+def test_a_folder_that_cannot_be_listed_is_an_error_not_skipped(
+    tmp_path: Path, us_files: dict[str, Path]
+) -> None:
+    """os.walk ignored it: the other studies were ingested with exit 0 and the report did
+    not mention the folder; an unreadable source root said 'found no DICOM files'."""
+    Site.init(tmp_path / "site").close()
+    source = tmp_path / "in"
+    for study in ("a", "b"):
+        (source / study).mkdir(parents=True)
+    (source / "a" / "IM1.dcm").write_bytes(us_files["examples_ybr_color.dcm"].read_bytes())
+    (source / "b" / "IM1.dcm").write_bytes(us_files["US1_UNCR.dcm"].read_bytes())
+    try:
+        for locked in (source / "b", source):
+            locked.chmod(0o000)
+            fails("ingest", str(source), "--site", str(tmp_path / "site"), permissions=True,
+                  match=f"cannot list folder {locked} (Permission denied)")  # fmt: skip
+            locked.chmod(0o755)
+    finally:
+        for p in (source, source / "b"):
+            p.chmod(0o755)
+    with Site.open(tmp_path / "site") as site:
+        assert site.summary()["studies"] == 0

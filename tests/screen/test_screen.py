@@ -161,3 +161,19 @@ def test_folder_litter_is_skipped_in_folders_and_zips(tmp_path: Path) -> None:
                 zf.write(p, p.relative_to(folder).as_posix())
     for path in (folder, archive):
         assert [name for name, _ in iter_study(path)] == ["IM2.dcm", "a/IM1.dcm"]
+
+
+def test_a_study_folder_that_cannot_be_listed_is_not_screened_in_part(
+    published: Published, tmp_path: Path
+) -> None:
+    """rglob skipped it: the study got a decision from the clips it could read, exit 0."""
+    study = tmp_path / "study"
+    shutil.copytree(published.train_study_folders()[0], study / "a")
+    shutil.copytree(published.train_study_folders()[0], study / "b")
+    reg = ("--registry", str(published.registry), "--model", "tiny:1")
+    (study / "b").chmod(0o000)
+    try:
+        fails("screen", str(study), *reg, permissions=True,
+              match=f"cannot list folder {study / 'b'} (Permission denied)")  # fmt: skip
+    finally:
+        (study / "b").chmod(0o755)

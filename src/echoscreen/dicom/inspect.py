@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -30,6 +31,27 @@ def is_litter(name: str) -> bool:
     every folder and zip walk: ingest, offline screening and the service's uploads."""
     parts = [p for p in name.split("/") if p]
     return bool(parts) and (parts[0] == "__MACOSX" or any(p.startswith(".") for p in parts))
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
+
+
+def walk_files(root: Path) -> Iterator[tuple[str, Path]]:
+    """``(relative path, path)`` of every file under the folder ``root`` that is not litter
+    (:func:`is_litter`), in sorted order; symlinked folders are not entered.
+
+    Raises:
+        OSError: a folder cannot be listed (no permission, ...), named in ``filename``:
+            a walk never leaves part of a study out silently.
+    """
+    for dirpath, dirnames, filenames in os.walk(root, onerror=_raise):
+        rel = Path(dirpath).relative_to(root).as_posix()
+        at = "" if rel == "." else f"{rel}/"
+        dirnames[:] = sorted(d for d in dirnames if not is_litter(at + d))
+        for name in sorted(filenames):
+            if not is_litter(at + name):
+                yield at + name, Path(dirpath) / name
 
 
 @dataclass

@@ -14,14 +14,13 @@ but a hostile name is refused anyway), and each member is read through
 
 from __future__ import annotations
 
-import os
 import stat
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from echoscreen.dicom.inspect import is_litter, is_side_file
+from echoscreen.dicom.inspect import is_litter, is_side_file, walk_files
 from echoscreen.errors import IngestError
 from echoscreen.ingest.base import (
     HOUSEKEEPING_NAMES,
@@ -82,14 +81,14 @@ class FolderSource:
         if self.root.is_file():
             yield self.root
             return
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            rel = Path(dirpath).relative_to(self.root).as_posix()
-            at = "" if rel == "." else f"{rel}/"
-            dirnames[:] = sorted(d for d in dirnames if not is_litter(at + d))
-            for name in sorted(filenames):
-                if not is_litter(at + name) and name not in HOUSEKEEPING_NAMES \
-                        and not is_side_file(name):  # fmt: skip
-                    yield Path(dirpath) / name
+        try:
+            for _, path in walk_files(self.root):
+                if path.name not in HOUSEKEEPING_NAMES and not is_side_file(path.name):
+                    yield path
+        except OSError as exc:  # before anything is stored: the index is read first
+            raise IngestError(f"cannot list folder {exc.filename} ({exc.strerror}); fix its "
+                              "permissions and ingest again: the walk skips no folder "
+                              "silently") from exc  # fmt: skip
 
     def _origin(self, path: Path) -> str:
         if self.root.is_file():

@@ -11,7 +11,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from echoscreen.dicom.inspect import is_litter
+from echoscreen.dicom.inspect import is_litter, walk_files
 from echoscreen.errors import ScreenError
 
 #: most files read from one study
@@ -47,17 +47,22 @@ def iter_study(path: Path) -> Iterator[tuple[str, bytes]]:
             :func:`~echoscreen.dicom.inspect.is_litter`), a ``.zip`` archive, or one file.
 
     Raises:
-        ScreenError: the path does not exist, is an unreadable zip, or is too large.
+        ScreenError: the path does not exist, is an unreadable zip, is too large, or
+            holds a folder that cannot be listed.
     """
     path = Path(path)
     if not path.exists():
         raise ScreenError(f"{path} does not exist; pass a study folder, a zip of one, or a file")
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*")
-                       if p.is_file() and not is_litter(p.relative_to(path).as_posix()))
-        _check_total(len(files), sum(p.stat().st_size for p in files))
-        for p in files:
-            yield p.relative_to(path).as_posix(), p.read_bytes()
+        try:
+            files = [(rel, p) for rel, p in walk_files(path) if p.is_file()]
+        except OSError as exc:
+            raise ScreenError(f"cannot list folder {exc.filename} ({exc.strerror}) of the "
+                              "study; fix its permissions: a study is not screened in "
+                              "part") from exc  # fmt: skip
+        _check_total(len(files), sum(p.stat().st_size for _, p in files))
+        for rel, p in files:
+            yield rel, p.read_bytes()
     elif zipfile.is_zipfile(path):
         yield from _zip_members(path)
     else:
