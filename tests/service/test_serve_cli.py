@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pydicom
 import pytest
 from tests.cli import fails, ok
 from tests.registry.pkgfix import Published
@@ -65,6 +67,23 @@ def _while_draining(c: httpx.Client, files: list[Any]) -> tuple[httpx.Response, 
     raise AssertionError("the service kept accepting studies after SIGTERM")
 
 
+#: header values that are invalid for their VR (a UID component with a leading zero, a DA
+#: with dashes: both seen from real scanners), which pydicom's checks would print
+ODD_STUDY, ODD_BIRTH = "1.2.840.0113654.55.1", "1985-03-12"
+
+
+def _with_odd_values(files: list[Any]) -> list[Any]:
+    out = []
+    for k, (field, (name, data, ctype)) in enumerate(files):
+        ds = pydicom.dcmread(io.BytesIO(data))
+        ds.StudyInstanceUID, ds.SOPInstanceUID = ODD_STUDY, f"1.2.840.0113654.56.{k + 1}"
+        ds.PatientBirthDate = ODD_BIRTH
+        buf = io.BytesIO()
+        ds.save_as(buf)
+        out.append((field, (name, buf.getvalue(), ctype)))
+    return out
+
+
 def test_serve_sigterm_finishes_jobs_in_flight(published: Published, tmp_path: Path) -> None:
     state = tmp_path / "state"
     fails("serve", "--registry", str(published.registry), "--model", "tiny", "--state",
@@ -86,7 +105,9 @@ def test_serve_sigterm_finishes_jobs_in_flight(published: Published, tmp_path: P
                  for p in sorted(folder.rglob("*")) if p.is_file()]  # fmt: skip
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {secret}"},
                           timeout=60) as c:  # fmt: skip
-            jobs = [c.post("/v1/studies", files=files).json()["job"] for _ in range(3)]  # 3 in line
+            jobs = [c.post("/v1/studies", files=files).json()["job"] for _ in range(2)]
+            odd = c.post("/v1/studies", files=_with_odd_values(files))  # never printed
+            jobs.append(odd.json()["job"])  # 3 in line
             proc.send_signal(signal.SIGTERM)
             refused, health = _while_draining(c, files[:1])
         _, err = proc.communicate(timeout=120)
@@ -96,6 +117,7 @@ def test_serve_sigterm_finishes_jobs_in_flight(published: Published, tmp_path: P
             proc.communicate()
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "every accepted job finished" in err
+    assert ODD_STUDY not in err and "0113654.56" not in err and ODD_BIRTH not in err
     assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
     assert "stopping" in refused.json()["error"]
     assert health.status_code == 503 and health.json()["status"] == "draining"
