@@ -167,3 +167,35 @@ def test_cli_bounds_seed_and_bootstrap(tmp_path: Path, args: tuple[str, ...], ma
     run = write_run(tmp_path / "run", "rhd")
     fails("evaluate", str(run), *args, match=match)
     assert not (run / "metrics.json").exists()
+
+
+def _split_of_outputs(run: Path) -> tuple[str, str]:
+    html = (run / "report.html").read_text()
+    reported = html.split("Split evaluated: <b>")[1].split("<")[0]
+    return json.loads((run / "metrics.json").read_text())["split"], reported
+
+
+def test_evaluate_replaces_its_outputs_together_or_not_at_all(tmp_path: Path) -> None:
+    """metrics.json was written before report.html: a report that could not be rewritten
+    (read-only) left metrics.json of the new split beside the report of the old one."""
+    from tests.cli import run as run_cli
+
+    run = write_run(tmp_path / "run", "rhd")
+    ok("evaluate", str(run), "--bootstrap", "10")
+    assert _split_of_outputs(run) == ("test", "test")
+    (run / "report.html").chmod(0o444)
+    res = run_cli("evaluate", str(run), "--split", "val", "--bootstrap", "10", permissions=True)
+    assert res.returncode == 0, res.stderr
+    assert _split_of_outputs(run) == ("val", "val")
+    files = [p for p in run.rglob("*") if p.is_file()]
+    before = {p: p.read_bytes() for p in files}
+    try:  # a read-only run folder: a clear error, nothing changed, no staging left
+        for p in [*files, *run.rglob("*"), run]:
+            p.chmod(0o555 if p.is_dir() else 0o444)
+        res = run_cli("evaluate", str(run), "--bootstrap", "10", permissions=True)
+    finally:
+        for p in [run, *run.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "cannot write into the run folder" in res.stderr.replace("\n", " ")
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,8 +143,45 @@ def evaluate_run(run: Path, split: str = "test", cfg: EvalConfig | None = None) 
     head: dict[str, Any] = {"task": task, "split": split, "run": str(run),
                             "bootstrap": {"n": cfg.n_boot, "seed": cfg.seed,
                                           "method": "stratified percentile bootstrap"}}  # fmt: skip
-    plots = run / PLOTS
-    plots.mkdir(exist_ok=True)
+    with _staged(run) as stage:
+        out = _evaluate(run, task, head, records, test_path, cfg, stage / PLOTS)
+        (stage / "metrics.json").write_text(json.dumps(out, indent=2) + "\n")
+        write_report(out, stage / "report.html")
+        _install(stage, run, [v.split("/", 1)[1] for v in out["plots"].values()])
+    return dict(out)
+
+
+@contextlib.contextmanager
+def _staged(run: Path) -> Iterator[Path]:
+    """A staging folder inside ``run``, removed afterwards, whatever happened."""
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=".evaluate-", dir=run))
+    except OSError as exc:
+        raise EvaluateError(f"cannot write into the run folder {run} ({exc.strerror}); "
+                            "evaluate a copy of it, or one you may write to") from exc  # fmt: skip
+    try:
+        (stage / PLOTS).mkdir()
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _install(stage: Path, run: Path, plot_files: list[str]) -> None:
+    """Move the staged outputs into ``run``: plots, then the report, metrics.json last.
+
+    Everything was written before anything is replaced, so a failure while writing
+    (a full disk, a folder that is not writable) leaves the run's outputs as they were.
+    """
+    (run / PLOTS).mkdir(exist_ok=True)
+    for name in plot_files:
+        os.replace(stage / PLOTS / name, run / PLOTS / name)
+    os.replace(stage / "report.html", run / "report.html")
+    os.replace(stage / "metrics.json", run / "metrics.json")
+
+
+def _evaluate(run: Path, task: str, head: dict[str, Any], records: list[dict[str, Any]],
+              test_path: Path, cfg: EvalConfig, plots: Path) -> dict[str, Any]:  # fmt: skip
+    """The metrics of the run, its plots written into ``plots``."""
     if task == "rhd":
         test = parse_rhd(test_path, records)
         val_path = run / "predictions_val.json"
@@ -157,6 +199,4 @@ def evaluate_run(run: Path, split: str = "test", cfg: EvalConfig | None = None) 
         files = _view_plots(views, out, plots)
     out["plots"] = {k: f"{PLOTS}/{v}" for k, v in files.items()}
     out["report"] = "report.html"
-    (run / "metrics.json").write_text(json.dumps(out, indent=2) + "\n")
-    write_report(out, run / "report.html")
     return dict(out)
