@@ -7,6 +7,7 @@ input (a 4xx with a reason, never a 500), overload (503 + Retry-After) and the a
 
 from __future__ import annotations
 
+import gzip
 import io
 import logging
 import os
@@ -177,6 +178,8 @@ def _bad_inputs(live: Live, pydicom_file: Callable[[str], Path]) -> dict[str, An
         "damaged zip": ({"content": damaged, "headers": zip_ct}, 422),
         "empty": ({"content": b"", "headers": zip_ct}, 400),
         "unsupported type": ({"content": b"{}", "headers": {"Content-Type": "text/json"}}, 415),
+        "gzip-encoded": ({"content": gzip.compress(dcm), "headers": {
+            "Content-Type": "application/dicom", "Content-Encoding": "gzip"}}, 415),
     }  # fmt: skip
 
 

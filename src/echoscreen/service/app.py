@@ -165,6 +165,10 @@ class _Api:
 
     async def files_of(self, request: Request) -> list[tuple[str, bytes]]:
         """The upload's files (streamed up to the size limit, parsed off the event loop)."""
+        coding = request.headers.get("content-encoding", "").strip().lower()
+        if coding not in ("", "identity"):  # else its bytes would be read as DICOM or a zip
+            raise ServiceError(f"Content-Encoding {coding!r} is not accepted; send the body "
+                               "uncompressed (a zip of the study is compressed)", 415)  # fmt: skip
         declared = request.headers.get("content-length")
         size = int(declared) if declared and declared.isdigit() else None
         body = await read_body(request.stream(), size, self.limits)
