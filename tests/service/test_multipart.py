@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from echoscreen.ingest.dicomweb import MultipartError, split_multipart
-from echoscreen.service.multipart import HEADER_LIMIT, split_parts
+from echoscreen.service.multipart import HEADER_LIMIT, TooManyParts, split_parts
 
 B = b"xYz123"
 
@@ -54,6 +54,10 @@ def test_malformed_bodies_raise(dcm: bytes) -> None:
     long_headers = b"--xYz123\r\nA: " + b"a" * HEADER_LIMIT + b"\r\n\r\nbody\r\n--xYz123--"
     with pytest.raises(MultipartError, match="header/body separator"):
         split_parts(long_headers, B)
+    many = b"--xYz123\r\n\r\nx\r\n" * 4 + b"--xYz123--"
+    assert len(split_parts(many, B, max_parts=4)) == 4
+    with pytest.raises(TooManyParts, match="more than 3 parts"):
+        split_parts(many, B, max_parts=3)
 
 
 def test_inference_threads_are_checked(tmp_path: Path) -> None:

@@ -186,3 +186,13 @@ def test_read_body_gives_up_on_a_stalled_upload() -> None:
     with pytest.raises(ServiceError, match="stalled") as err:
         asyncio.run(read_body(stalls(), None, UploadLimits(idle_s=0.1)))
     assert err.value.status == 408
+
+
+def test_a_body_of_many_tiny_parts_is_refused_while_splitting() -> None:
+    """Each part costs ~20 times its few bytes as Python objects: counted as they come."""
+    limits = UploadLimits(max_files=10)
+    for part in (b"--b\n\n\n", b'--b\nContent-Disposition: form-data; name="note"\n\nx\n'):
+        body = part * 200_000 + b"--b--"
+        with pytest.raises(ServiceError, match="more than 42 parts") as err:
+            parse_upload(body, "multipart/form-data; boundary=b", limits)
+        assert err.value.status == 413

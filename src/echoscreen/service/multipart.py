@@ -17,6 +17,10 @@ from echoscreen.ingest.dicomweb import MultipartError
 HEADER_LIMIT = 16 << 10
 
 
+class TooManyParts(MultipartError):
+    """The body holds more parts than the caller allows (raised before splitting on)."""
+
+
 def _delimiters(body: bytes, delim: bytes) -> Iterator[int]:
     """Where each delimiter line starts, in order: at 0 or after a LF, and followed by
     ``--`` (the close), CRLF, LF, space or tab (not merely a prefix of other text)."""
@@ -49,12 +53,16 @@ def _headers(body: bytes, start: int, end: int) -> tuple[dict[str, str], int]:
     return headers, cut + size
 
 
-def split_parts(body: bytes, boundary: bytes) -> list[tuple[dict[str, str], bytes]]:
+def split_parts(body: bytes, boundary: bytes,
+                max_parts: int | None = None) -> list[tuple[dict[str, str], bytes]]:  # fmt: skip
     """Split a multipart body into ``(headers, body)`` parts, in order.
 
     Args:
         body: the whole request body.
         boundary: the boundary, without the leading ``--``.
+        max_parts: most parts accepted (None: any). A part costs a few hundred bytes of
+            Python objects whatever its size, so a body of tiny parts is refused as they
+            are counted, not after all of them are made.
 
     Returns:
         The parts; bodies are byte-exact (the CRLF before each delimiter is removed).
@@ -62,6 +70,7 @@ def split_parts(body: bytes, boundary: bytes) -> list[tuple[dict[str, str], byte
     Raises:
         MultipartError: no delimiter, the closing delimiter is missing (a truncated
             upload), or a part's headers do not end within :data:`HEADER_LIMIT` bytes.
+        TooManyParts: more than ``max_parts`` parts.
     """
     delim = b"--" + boundary
     marks = _delimiters(body, delim)
@@ -74,6 +83,8 @@ def split_parts(body: bytes, boundary: bytes) -> list[tuple[dict[str, str], byte
         nxt = next(marks, -1)
         if line_end < 0 or nxt < 0:
             raise MultipartError("multipart body truncated (no closing delimiter)")
+        if max_parts is not None and len(parts) == max_parts:
+            raise TooManyParts(f"more than {max_parts} parts")
         end = nxt - 2 if body[nxt - 2 : nxt] == b"\r\n" else nxt - 1  # the EOL before it
         headers, start = _headers(body, line_end + 1, end)
         parts.append((headers, body[start:end]))

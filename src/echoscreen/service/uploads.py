@@ -28,7 +28,7 @@ import anyio
 from echoscreen.dicom.inspect import is_litter
 from echoscreen.errors import BadStudyError, ServiceError
 from echoscreen.ingest.dicomweb import MultipartError, boundary_of
-from echoscreen.service.multipart import split_parts
+from echoscreen.service.multipart import TooManyParts, split_parts
 
 ZIP_MAGIC = b"PK\x03\x04"
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/x-zip")
@@ -36,6 +36,8 @@ ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/x-z
 RATIO_FLOOR = 1 << 20
 #: bytes of multipart framing allowed on top of the size limit
 FRAMING = 1 << 20
+#: form fields other than files allowed in a multipart upload (beside ``max_files``)
+FORM_FIELDS = 32
 
 
 @dataclass(frozen=True)
@@ -174,10 +176,11 @@ def _check_members(members: list[zipfile.ZipInfo], limits: UploadLimits, label: 
                             f"{limits.max_ratio:.0f}): refused as a zip bomb")  # fmt: skip
 
 
-def _form_files(body: bytes, content_type: str) -> list[tuple[str, bytes, str]]:
+def _form_files(body: bytes, content_type: str,
+                limits: UploadLimits) -> list[tuple[str, bytes, str]]:  # fmt: skip
     """``(filename, data, part content type)`` of every file part of a form."""
     files = []
-    for k, (headers, data) in enumerate(_split(body, content_type)):
+    for k, (headers, data) in enumerate(_split(body, content_type, limits)):
         disp = headers.get("content-disposition", "")
         field, filename = _param(disp, "name"), _param(disp, "filename")
         if field == "files" or filename is not None:
@@ -185,14 +188,15 @@ def _form_files(body: bytes, content_type: str) -> list[tuple[str, bytes, str]]:
     return files
 
 
-def _stow_files(body: bytes, content_type: str) -> list[tuple[str, bytes, str]]:
+def _stow_files(body: bytes, content_type: str,
+                limits: UploadLimits) -> list[tuple[str, bytes, str]]:  # fmt: skip
     """Every ``application/dicom`` part of a STOW-RS request (no other kind is accepted)."""
     declared = (_param(content_type, "type") or "application/dicom").lower()
     if declared != "application/dicom":
         raise ServiceError(f"STOW-RS with type={declared} is not supported; send "
                            'multipart/related; type="application/dicom"', status=415)  # fmt: skip
     files = []
-    for k, (headers, data) in enumerate(_split(body, content_type)):
+    for k, (headers, data) in enumerate(_split(body, content_type, limits)):
         ctype = headers.get("content-type", "application/dicom")
         if _media(ctype) != "application/dicom":
             raise ServiceError(f"STOW-RS part {k} is {_media(ctype)}; only application/dicom "
@@ -201,9 +205,14 @@ def _stow_files(body: bytes, content_type: str) -> list[tuple[str, bytes, str]]:
     return files
 
 
-def _split(body: bytes, content_type: str) -> list[tuple[dict[str, str], bytes]]:
+def _split(body: bytes, content_type: str,
+           limits: UploadLimits) -> list[tuple[dict[str, str], bytes]]:  # fmt: skip
+    most = limits.max_files + FORM_FIELDS
     try:
-        return split_parts(body, boundary_of(content_type))
+        return split_parts(body, boundary_of(content_type), max_parts=most)
+    except TooManyParts as exc:
+        raise too_large(f"the multipart body holds {exc} (at most {limits.max_files} files "
+                        f"and {FORM_FIELDS} other form fields)") from exc  # fmt: skip
     except MultipartError as exc:
         raise ServiceError(f"the multipart body is malformed ({exc}); was the upload cut "
                            "short?") from exc  # fmt: skip
@@ -223,9 +232,9 @@ def parse_upload(body: bytes, content_type: str, limits: UploadLimits) -> list[t
     """
     media = _media(content_type)
     if media == "multipart/form-data":
-        parts = _form_files(body, content_type)
+        parts = _form_files(body, content_type, limits)
     elif media == "multipart/related":
-        parts = _stow_files(body, content_type)
+        parts = _stow_files(body, content_type, limits)
     elif media in (*ZIP_TYPES, "application/dicom", "application/octet-stream", ""):
         parts = [("upload.zip" if media in ZIP_TYPES else "upload.dcm", body, media)]
     else:
