@@ -90,3 +90,23 @@ def test_a_folder_that_cannot_be_listed_is_an_error_not_skipped(
             p.chmod(0o755)
     with Site.open(tmp_path / "site") as site:
         assert site.summary()["studies"] == 0
+
+
+def test_pipes_and_devices_are_never_opened(tmp_path: Path, us_files: dict[str, Path]) -> None:
+    """A pipe in the folder blocked the walk forever when opened, a link to /dev/zero read
+    for ever; as the source, a pipe was said not to exist."""
+    import os
+
+    Site.init(tmp_path / "site").close()
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "IM1.dcm").write_bytes(us_files["examples_ybr_color.dcm"].read_bytes())
+    os.mkfifo(source / "pipe")
+    (source / "zero.dcm").symlink_to("/dev/zero")
+    text = ok("ingest", str(source), "--site", str(tmp_path / "site"), "--workers", "1")
+    assert "not a regular file" in text.replace("\n", " ")
+    with Site.open(tmp_path / "site") as site:
+        summary = site.summary()
+        assert summary["studies"] == 1 and summary["quarantined"] == 2
+    fails("ingest", str(source / "pipe"), "--site", str(tmp_path / "site"),
+          match="is not a folder or a regular file")  # fmt: skip

@@ -177,3 +177,13 @@ def test_a_study_folder_that_cannot_be_listed_is_not_screened_in_part(
               match=f"cannot list folder {study / 'b'} (Permission denied)")  # fmt: skip
     finally:
         (study / "b").chmod(0o755)
+
+
+def test_a_pipe_or_device_as_the_study_is_refused(published: Published, tmp_path: Path) -> None:
+    """screen waited for ever to open a pipe, and read /dev/zero until memory ran out."""
+    import os
+
+    os.mkfifo(tmp_path / "pipe")
+    reg = ("--registry", str(published.registry), "--model", "tiny:1")
+    for path in (tmp_path / "pipe", Path("/dev/zero")):
+        fails("screen", str(path), *reg, match="is not a folder or a regular file")

@@ -31,6 +31,8 @@ from echoscreen.ingest.base import (
     read_header,
 )
 
+#: quarantine reason of a pipe, device or socket in a folder (never opened)
+NOT_REGULAR = "not a regular file (a pipe, device or socket); not read"
 DEFAULT_MAX_MEMBERS = 100_000
 DEFAULT_MAX_TOTAL_BYTES = 64 * 1024**3
 #: a member over 1 MiB compressing better than this is refused as a bomb (real clips stay
@@ -101,8 +103,11 @@ class FolderSource:
             index = _Index()
             for path in self._files():
                 try:
-                    with path.open("rb") as fp:
-                        info = read_header(fp)
+                    if not _regular(path):
+                        info = HeaderInfo(None, reason=NOT_REGULAR)
+                    else:
+                        with path.open("rb") as fp:
+                            info = read_header(fp)
                 except OSError as exc:
                     info = HeaderInfo(None, reason=f"file cannot be read ({type(exc).__name__})")
                 index.add(self._origin(path), info)
@@ -114,7 +119,7 @@ class FolderSource:
 
     def _read(self, origin: str) -> Instance:
         path = self.root if self.root.is_file() else self.root / origin
-        return Instance(path.read_bytes(), origin)
+        return Instance(path.read_bytes() if _regular(path) else b"", origin)
 
     def studies(self) -> Iterator[StudyBatch]:
         index = self.index()
@@ -135,6 +140,12 @@ class FolderSource:
                 inst = Instance(b"", name)
             bad.append((inst, reason))
         yield from chunked_unreadable(bad)
+
+
+def _regular(path: Path) -> bool:
+    """Whether ``path`` (followed if a link) is a regular file: a pipe would block the walk
+    when opened, a device like /dev/zero would never end."""
+    return stat.S_ISREG(path.stat().st_mode)
 
 
 def _unsafe_name(name: str) -> bool:

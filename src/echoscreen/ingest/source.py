@@ -44,7 +44,8 @@ def open_source(spec: str) -> ClipSource:
             f"{path} is a file but not a zip archive; give the folder that holds the DICOM "
             "files, a .zip of them, or a DICOMweb URL"
         )
+    what = "is not a folder or a regular file" if path.exists() else "does not exist"
     raise IngestError(
-        f"source {spec!r} does not exist; give a folder, a .zip file, or an http(s):// "
+        f"source {spec!r} {what}; give a folder, a .zip file, or an http(s):// "
         "DICOMweb base URL"
     )

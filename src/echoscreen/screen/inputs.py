@@ -47,8 +47,8 @@ def iter_study(path: Path) -> Iterator[tuple[str, bytes]]:
             :func:`~echoscreen.dicom.inspect.is_litter`), a ``.zip`` archive, or one file.
 
     Raises:
-        ScreenError: the path does not exist, is an unreadable zip, is too large, or
-            holds a folder that cannot be listed.
+        ScreenError: the path does not exist, is not a folder or regular file, is an
+            unreadable zip, is too large, or holds a folder that cannot be listed.
     """
     path = Path(path)
     if not path.exists():
@@ -63,7 +63,11 @@ def iter_study(path: Path) -> Iterator[tuple[str, bytes]]:
         _check_total(len(files), sum(p.stat().st_size for _, p in files))
         for rel, p in files:
             yield rel, p.read_bytes()
+    elif not path.is_file():  # a pipe or a device: opening or reading it would not end
+        raise ScreenError(f"{path} is not a folder or a regular file; pass a study folder, a "
+                          "zip of one, or a DICOM file")  # fmt: skip
     elif zipfile.is_zipfile(path):
         yield from _zip_members(path)
     else:
+        _check_total(1, path.stat().st_size)
         yield path.name, path.read_bytes()
