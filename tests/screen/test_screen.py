@@ -187,3 +187,19 @@ def test_a_pipe_or_device_as_the_study_is_refused(published: Published, tmp_path
     reg = ("--registry", str(published.registry), "--model", "tiny:1")
     for path in (tmp_path / "pipe", Path("/dev/zero")):
         fails("screen", str(path), *reg, match="is not a folder or a regular file")
+
+
+def test_a_zip_with_a_damaged_member_is_a_clear_error(published: Published,
+                                                      tmp_path: Path) -> None:  # fmt: skip
+    """A member failing its CRC (or inflate) was a zipfile.BadZipFile traceback."""
+    folder = published.train_study_folders()[0]
+    for method in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        archive = tmp_path / f"study-{method}.zip"
+        with zipfile.ZipFile(archive, "w", method) as zf:
+            for p in sorted(folder.iterdir()):
+                zf.write(p, p.name)
+        data = bytearray(archive.read_bytes())
+        data[200:260] = bytes(60)  # inside the first member's data
+        archive.write_bytes(bytes(data))
+        fails("screen", str(archive), "--registry", str(published.registry), "--model", "tiny:1",
+              match="is damaged: member")  # fmt: skip

@@ -8,6 +8,7 @@ extracted or written anywhere.
 from __future__ import annotations
 
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,7 +37,13 @@ def _zip_members(path: Path) -> Iterator[tuple[str, bytes]]:
         members = [i for i in zf.infolist() if not i.is_dir() and not is_litter(i.filename)]
         _check_total(len(members), sum(i.file_size for i in members))
         for info in sorted(members, key=lambda i: i.filename):
-            yield info.filename, zf.read(info)
+            try:
+                data = zf.read(info)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+                raise ScreenError(f"{path} is damaged: member {info.filename!r} cannot be read "
+                                  f"({exc}); re-create the zip, or pass the study folder"
+                                  ) from exc  # fmt: skip
+            yield info.filename, data
 
 
 def iter_study(path: Path) -> Iterator[tuple[str, bytes]]:
@@ -48,7 +55,7 @@ def iter_study(path: Path) -> Iterator[tuple[str, bytes]]:
 
     Raises:
         ScreenError: the path does not exist, is not a folder or regular file, is an
-            unreadable zip, is too large, or holds a folder that cannot be listed.
+            unreadable or damaged zip, is too large, or holds a folder that cannot be listed.
     """
     path = Path(path)
     if not path.exists():
