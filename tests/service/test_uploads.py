@@ -100,6 +100,11 @@ def test_nested_zip_and_too_many_files(dcm: bytes) -> None:
         with pytest.raises(BadStudyError, match="nested archives are refused"):
             parse_upload(_zip({name: inner}, zipfile.ZIP_STORED), "application/zip",
                          UploadLimits())  # fmt: skip
+    # a directory of tiny entries costs ~7 times its size to parse: refused by its size
+    huge = _zip({f"{i:x}": b"" for i in range(20_000)}, zipfile.ZIP_STORED)
+    with pytest.raises(ServiceError, match=r"central directory of zip \(part 0\) is") as err:
+        parse_upload(huge, "application/zip", UploadLimits(max_files=10))
+    assert err.value.status == 413
     many = _zip({f"{i}.dcm": b"x" for i in range(11)})
     with pytest.raises(ServiceError, match="11 files, more than 10") as err:
         parse_upload(many, "application/zip", UploadLimits(max_files=10))

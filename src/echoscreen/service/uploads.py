@@ -19,6 +19,7 @@ inside zips and encrypted members are refused with 422. Nothing is written to di
 from __future__ import annotations
 
 import io
+import struct
 import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -38,6 +39,9 @@ RATIO_FLOOR = 1 << 20
 FRAMING = 1 << 20
 #: form fields other than files allowed in a multipart upload (beside ``max_files``)
 FORM_FIELDS = 32
+#: central-directory bytes allowed per file of ``max_files``: room for long names, the
+#: folders and macOS ``__MACOSX/._`` twins a study's zip holds besides its files
+DIRECTORY_BYTES = 2048
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,10 @@ def expand_zip(
         ServiceError: 413 (too many files, too large, bomb-like ratio), 422 (not a zip,
             nested zip, encrypted member).
     """
+    directory, most = _directory_size(data), limits.max_files * DIRECTORY_BYTES + 65536
+    if directory > most:  # parsed whole by ZipFile(), at ~7 bytes of objects per byte
+        raise too_large(f"the central directory of {label} is {directory >> 10} KiB, more "
+                        f"than {limits.max_files} files need ({most >> 10} KiB)")  # fmt: skip
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except Exception as exc:  # whatever zipfile raises on an archive it cannot read
@@ -153,6 +161,23 @@ def expand_zip(
                                     "nested archives are refused: unzip the inner one")  # fmt: skip
             out.append((info.filename, body))
     return out
+
+
+def _directory_size(data: bytes) -> int:
+    """Bytes of the central directory :class:`zipfile.ZipFile` will read, found as it
+    finds them: the end record (at the very end, else the last in the final 64 KiB),
+    overridden by a zip64 end record right before its locator; 0 without an end record
+    (ZipFile refuses the archive)."""
+    at = len(data) - 22
+    if at < 0 or not (data.startswith(b"PK\x05\x06", at) and data.endswith(b"\0\0")):
+        at = data.rfind(b"PK\x05\x06", max(0, len(data) - 22 - 0xFFFF))
+        if at < 0 or at + 22 > len(data):
+            return 0
+    (size,) = struct.unpack_from("<I", data, at + 12)
+    loc, rec = at - 20, at - 20 - 56
+    if rec >= 0 and data.startswith(b"PK\x06\x07", loc) and data.startswith(b"PK\x06\x06", rec):
+        (size,) = struct.unpack_from("<Q", data, rec + 40)
+    return int(size)
 
 
 def _check_members(members: list[zipfile.ZipInfo], limits: UploadLimits, label: str) -> None:
