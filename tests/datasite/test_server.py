@@ -221,6 +221,35 @@ def test_bad_batches_get_a_reason(served: Served, body: bytes, status: int) -> N
     assert r.status_code == status and r.json()["detail"]
 
 
+def test_an_id_with_a_lone_surrogate_is_refused_and_audited(served: Served) -> None:
+    start = head(served)
+    body = b'{"ids": ["1.2\\ud800"]}'  # JSON for a lone surrogate
+    with served.client("alice") as c:
+        r = c.post("/v1/clips:batch", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "malformed clip id" in r.json()["detail"]
+    [rec] = audit_since(served, start)
+    assert (rec.who, rec.status, rec.allowed) == ("alice", 400, False)
+    assert AuditLog(served.site).verify() == []
+
+
+def test_a_body_declared_over_the_limit_is_refused_before_it_is_sent(served: Served) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    from echoscreen.datasite.tls import client_context
+
+    d, url = served.ids["alice"], urlsplit(served.url)
+    ctx = client_context(str(d / "ca.crt"), str(d / "client.crt"), str(d / "client.key"))
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock, \
+            ctx.wrap_socket(sock, server_hostname=url.hostname) as tls:  # fmt: skip
+        tls.sendall(b"POST /v1/clips:batch HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                    b"application/json\r\nContent-Length: 1000000000\r\n\r\n{")  # fmt: skip
+        answer = b""  # at once: the server waited for the gigabyte before
+        while b"}" not in answer and (chunk := tls.recv(65536)):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413 ") and b"request body over" in answer
+
+
 def test_tampered_object_gives_409_never_pixels(served: Served) -> None:
     cid = sorted(served.truth["cohort-t"])[0]
     tamper(served.site, cid)

@@ -326,6 +326,9 @@ class _ClipStream(Response):
 async def _batch_ids(request: Request, limits: Limits) -> tuple[list[str], bool]:
     """The ``ids`` of a batch body, bounded in bytes and count, and whether its
     ``accept`` list names ``zstd`` (stored compressed tensors sent as they are)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limits.max_body:  # refused before it is sent
+        deny(request, 413, f"request body over {limits.max_body} bytes")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk

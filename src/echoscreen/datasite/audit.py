@@ -77,6 +77,25 @@ class Event:
     nbytes: int = 0
     detail: str | None = None
 
+    def __post_init__(self) -> None:
+        # Text from a request (a JSON id, a header) may hold lone surrogates ("\ud800"),
+        # which the catalog's drivers cannot encode: one such event failed its whole group
+        # commit, leaving that request and every request committed with it unaudited.
+        # They are kept as visible escapes.
+        for name in ("who", "action", "serial", "client", "target", "detail"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                setattr(self, name, storable(value))
+
+
+def storable(text: str) -> str:
+    """``text`` with lone surrogates written as ``\\udXXX`` escapes (valid UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
 
 @dataclass
 class _Slot:
