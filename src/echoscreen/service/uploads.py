@@ -10,10 +10,13 @@ by its content type:
 * ``application/zip``: the archive's files;
 * ``application/dicom`` or ``application/octet-stream``: one file (a zip if it is one).
 
-Zip archives are checked before anything is decompressed: more files than allowed, a
-declared uncompressed total over the size limit, or a member whose declared size is more
-than ``max_ratio`` times its compressed size (and over 1 MiB) is refused with 413; zips
-inside zips and encrypted members are refused with 422. Nothing is written to disk.
+Multipart bodies are split only up to ``max_files`` + :data:`FORM_FIELDS` parts (413).
+Zip archives are checked before anything is decompressed: a central directory larger than
+``max_files`` need (checked before it is parsed), more files than allowed, a declared
+uncompressed total over the size limit, or a member whose declared size is more than
+``max_ratio`` times its compressed size (and over 1 MiB) is refused with 413; zips inside
+zips, encrypted members and archives that cannot be read are refused with 422. A body
+that stalls for ``idle_s`` is refused with 408. Nothing is written to disk.
 """
 
 from __future__ import annotations
