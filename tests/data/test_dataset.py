@@ -123,6 +123,23 @@ def test_remote_errors_are_clear(served: Served, tmp_path: Path) -> None:
         ClipDataset(LocalSite(served.site.path), "nope", None)
 
 
+@pytest.mark.parametrize("broken", ["another tenant's key", "not PEM", "CA not PEM"])
+def test_an_identity_bundle_that_cannot_load_is_named(served: Served, tmp_path: Path,
+                                                      broken: str) -> None:  # fmt: skip
+    import shutil
+
+    bundle = tmp_path / "id"
+    shutil.copytree(served.ids["alice"], bundle)
+    if broken == "another tenant's key":
+        shutil.copy(served.ids["bob"] / "client.key", bundle / "client.key")
+        why = "client.key is not the key of its client.crt"
+    else:
+        (bundle / ("ca.crt" if broken.startswith("CA") else "client.key")).write_text("junk\n")
+        why = "not a PEM certificate or key"
+    with pytest.raises(DatasiteError, match=f"identity in {bundle}: .*{why}.*pki issue"):
+        RemoteSite(served.url, bundle).datasets()
+
+
 def _new_files(roots: list[Path], since: float) -> list[Path]:
     found = []
     for root in roots:

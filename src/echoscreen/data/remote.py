@@ -87,10 +87,24 @@ class RemoteSite:
         self._blocks_lock = threading.Lock()
 
     def _context(self) -> ssl.SSLContext:
+        """The mTLS client context of the identity bundle.
+
+        Raises:
+            DatasiteError: a file of the bundle is not PEM, or the key is another's.
+        """
         from echoscreen.datasite.tls import client_context
 
         i = self.identity
-        return client_context(str(i / "ca.crt"), str(i / "client.crt"), str(i / "client.key"))
+        try:
+            return client_context(str(i / "ca.crt"), str(i / "client.crt"), str(i / "client.key"))
+        except ssl.SSLError as exc:
+            why = f"a file in it is not a PEM certificate or key ({exc.reason or exc})"
+            if "KEY_VALUES_MISMATCH" in str(exc):
+                why = "its client.key is not the key of its client.crt"
+            raise DatasiteError(
+                f"cannot use the identity in {i}: {why}; pass the folder that "
+                "`echoscreen pki issue TENANT --out DIR` wrote, unchanged"
+            ) from exc
 
     @property
     def client(self) -> httpx.Client:
