@@ -89,6 +89,20 @@ def test_a_missing_catalog_is_refused_not_replaced(tmp_path: Path) -> None:
     assert not (tmp_path / "site" / "catalog.db").exists()
 
 
+def test_an_emptied_catalog_is_refused_not_rebuilt_empty(tmp_path: Path) -> None:
+    """A catalog.db truncated to 0 bytes was filled with empty tables on the next open:
+    site ls showed an empty site, split said 'no dataset', audit an empty log, exit 0."""
+    Site.init(tmp_path / "site").close()
+    (tmp_path / "site" / "catalog.db").write_bytes(b"")
+    for args in (("ls",), ("audit",), ("split", "d", "--train", ".7", "--val", ".15",
+                                       "--test", ".15")):  # fmt: skip
+        fails("site", *args, "--site", str(tmp_path / "site"), match="holds no echoscreen tables")
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "site" / "catalog.db") as db:  # still without tables
+        assert db.execute("SELECT name FROM sqlite_master").fetchall() == []
+
+
 def test_environment_errors_are_one_line_not_tracebacks(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     fails("site", "init", str(tmp_path / "afile" / "sub"), match="Not a directory")

@@ -123,6 +123,17 @@ class Catalog:
             f"({str(exc).splitlines()[0]}); check the server is up and the URL/password"
         )
 
+    def initialised(self) -> bool:
+        """Whether the database holds echoscreen's tables (those ``site init`` created).
+
+        Raises:
+            CatalogError: the database is unreachable.
+        """
+        try:
+            return bool(inspect(self.engine).has_table(Study.__tablename__))
+        except (OperationalError, InterfaceError) as exc:
+            raise self._unreachable(exc) from exc
+
     def create_all(self) -> None:
         """Create every table that is missing, and add the nullable columns a table made
         by an older echoscreen lacks (``ALTER TABLE ... ADD COLUMN``: its rows get NULL).

@@ -154,6 +154,13 @@ class Site:
             )
         keys = LocalKeyProvider(path / "keys")
         site = cls(path, keys, cls._secret(path), Catalog(cls._catalog_url(path, stored)))
+        if not site.catalog.initialised():
+            site.close()
+            raise StoreError(  # create_all would make it an empty catalog, as above
+                f"the catalog of {path} holds no echoscreen tables (emptied, "
+                "truncated or replaced): restore it from backup (the stored objects are "
+                "useless without it)"
+            )
         site.catalog.create_all()
         return site
 
