@@ -110,3 +110,24 @@ def test_pipes_and_devices_are_never_opened(tmp_path: Path, us_files: dict[str, 
         assert summary["studies"] == 1 and summary["quarantined"] == 2
     fails("ingest", str(source / "pipe"), "--site", str(tmp_path / "site"),
           match="is not a folder or a regular file")  # fmt: skip
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-40", "1e400"])
+def test_a_labels_csv_number_that_is_not_a_measurement_is_refused(
+    tmp_path: Path, us_files: dict[str, Path], value: str
+) -> None:
+    """nan was stored as NULL, inf and negative weights as given, with exit 0."""
+    import pydicom
+
+    Site.init(tmp_path / "site").close()
+    source = tmp_path / "in"
+    source.mkdir()
+    path = us_files["examples_ybr_color.dcm"]
+    (source / "a.dcm").write_bytes(path.read_bytes())
+    uid = pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID
+    text = f"study_instance_uid,label,weight_kg\n{uid},normal,{value}\n"
+    (tmp_path / "labels.csv").write_text(text)
+    fails("ingest", str(source), "--site", str(tmp_path / "site"), "--labels",
+          str(tmp_path / "labels.csv"), match="is not a number >= 0")  # fmt: skip
+    with Site.open(tmp_path / "site") as site:
+        assert site.summary()["studies"] == 0

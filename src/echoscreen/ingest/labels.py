@@ -5,7 +5,8 @@ wrote); the pipeline looks rows up before pseudonymisation and stores only the
 values, never the keys. Columns:
 
 - ``labels.csv``: ``study_instance_uid``, ``label`` (normal/borderline/definite or
-  empty), and optionally ``sex``, ``age_years``, ``weight_kg``, ``height_cm``.
+  empty), and optionally ``sex``, ``age_years``, ``weight_kg``, ``height_cm`` (numbers
+  >= 0, or empty).
   ``patient_id`` and any other column are ignored (identifying, not stored).
 - ``clips.csv``: ``sop_instance_uid``, and optionally ``view``, ``doppler``
   (1/0/true/false/yes/no), ``findings``, and ``finding_*``/``*_cm``/``*_mm`` columns
@@ -19,6 +20,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,9 +84,13 @@ def _number(path: Path, line: int, column: str, text: str) -> float | None:
     if not text:
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError as exc:
         raise IngestError(f"{path} line {line}: {column} {text!r} is not a number") from exc
+    if not math.isfinite(value) or value < 0:  # nan was stored as NULL, inf and -40 as given
+        raise IngestError(f"{path} line {line}: {column} {text!r} is not a number >= 0; "
+                          "leave it empty when unknown")  # fmt: skip
+    return value
 
 
 def _study_row(path: Path, line: int, row: dict[str, str]) -> StudyLabel:
