@@ -131,3 +131,26 @@ def test_a_labels_csv_number_that_is_not_a_measurement_is_refused(
           str(tmp_path / "labels.csv"), match="is not a number >= 0")  # fmt: skip
     with Site.open(tmp_path / "site") as site:
         assert site.summary()["studies"] == 0
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR")
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_header_values_in_a_wrong_format_are_not_quoted_on_stderr(
+    tmp_path: Path, us_files: dict[str, Path], workers: str
+) -> None:
+    """pydicom's read checks warned with the value itself (in the walk and in the spawned
+    workers): an identifying value in a wrong format appeared on ingest's stderr."""
+    import pydicom
+    from tests.cli import run as run_cli
+
+    Site.init(tmp_path / "site").close()
+    source = tmp_path / "in"
+    source.mkdir()
+    ds = pydicom.dcmread(us_files["examples_ybr_color.dcm"])
+    ds.PatientBirthDate = "1985-03-12"
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.9.7777.0717"
+    ds.save_as(source / "a.dcm")
+    res = run_cli("ingest", str(source), "--site", str(tmp_path / "site"), "--workers", workers)
+    assert res.returncode == 0, res.stderr
+    for value in ("1985-03-12", "9.7777.0717"):
+        assert value not in res.stdout + res.stderr

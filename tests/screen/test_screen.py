@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tests.cli import fails, ok
+from tests.cli import run as run_cli
 from tests.registry.pkgfix import Published
 
 from echoscreen.models import LABELS, VIEWS
@@ -203,3 +204,25 @@ def test_a_zip_with_a_damaged_member_is_a_clear_error(published: Published,
         archive.write_bytes(bytes(data))
         fails("screen", str(archive), "--registry", str(published.registry), "--model", "tiny:1",
               match="is damaged: member")  # fmt: skip
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR")
+def test_header_values_in_a_wrong_format_are_not_quoted_on_stderr(
+    published: Published, tmp_path: Path
+) -> None:
+    """pydicom's read checks warned with the value itself: a UID with a leading-zero
+    component or a birth date written 1985-03-12 appeared on screen's stderr."""
+    import pydicom
+
+    study = tmp_path / "study"
+    study.mkdir()
+    for i, src in enumerate(sorted(published.train_study_folders()[0].iterdir())[:2]):
+        ds = pydicom.dcmread(src)
+        ds.PatientBirthDate = "1985-03-12"
+        ds.SOPInstanceUID = f"1.2.826.0.1.3680043.9.7777.0{i}7"
+        ds.save_as(study / src.name)
+    res = run_cli("screen", str(study), "--registry", str(published.registry), "--model",
+                  "tiny:1", "--json")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    for value in ("1985-03-12", "9.7777.0"):
+        assert value not in res.stdout + res.stderr

@@ -64,6 +64,9 @@ app.add_typer(serve_cli.tokens_app, name="tokens")
 
 def main() -> None:
     """Console-script entry point: run the app, turning echoscreen errors into clean exits."""
+    from echoscreen.dicom.header import silence_value_warnings
+
+    silence_value_warnings()  # commands read untrusted headers: never quote their values
     try:
         # Outside standalone mode click returns (not raises) the code of a typer.Exit.
         code = app(standalone_mode=False)

@@ -10,12 +10,24 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pydicom
+import pydicom.config
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from echoscreen.errors import DicomDecodeError, NotDicomError
 
 Source = str | Path | bytes | bytearray | BinaryIO | Dataset
+
+
+def silence_value_warnings() -> None:
+    """Stop pydicom from checking, aloud, each header value it reads (in this process).
+
+    Its warning quotes the value: a UID with a leading-zero component or a birth date
+    written 1985-03-12, as some scanners do, put that identifying value on stderr from
+    ``screen`` and ``ingest``. echoscreen uses no verdict of those checks. Called once
+    per process at its edge (the CLI's ``main``, ingest's worker processes).
+    """
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 def load_dataset(source: Source) -> Dataset:
     """Parse ``source`` into a dataset, or raise :class:`NotDicomError` saying why."""

@@ -184,7 +184,10 @@ def _exit_with_parent() -> None:
 
 
 def _init_worker(site_path: str, spec: PreprocessSpec) -> None:
+    from echoscreen.dicom.header import silence_value_warnings
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    silence_value_warnings()  # spawned: the parent's setting is not inherited
     _exit_with_parent()
     _context(site_path, spec)
 
