@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +20,6 @@ from tests.datasite.sitefix import SHAPE, populate
 from echoscreen.datasite import pki
 from echoscreen.datasite.access import grants
 from echoscreen.datasite.schema import IssuedCert, Tenant
-from echoscreen.datasite.server import free_port
 from echoscreen.datasite.tls import client_context
 from echoscreen.store.site import Site
 
@@ -35,6 +36,7 @@ def test_pki_and_grants_end_to_end(tmp_path: Path) -> None:
     with Site.open(site) as s:
         populate(s, "cohort", "1.2.9", 2, 1, np.random.default_rng(0))
     fails("datasite", "serve", "--site", str(site), "--port", "1", match="pki init")
+    fails("datasite", "serve", "--site", str(tmp_path / "nosite"), match="site init")
     fails("pki", "issue", "alice", "--site", str(site), "--out", str(tmp_path / "a"),
           match="pki init")  # fmt: skip
     ok("pki", "init", "--site", str(site), "--san", "data.hospital.example")
@@ -54,11 +56,18 @@ def test_pki_and_grants_end_to_end(tmp_path: Path) -> None:
     ok("site", "grant", "alice", "cohort", "--site", str(site))
     with Site.open(site) as s:
         assert grants(s) == [("alice", "cohort")]
-    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "echoscreen", "datasite", "serve", "--site",
-                             str(site), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+                             str(site), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    watchdog = threading.Timer(120, proc.kill)  # a server that never says where it is
+    watchdog.start()
     try:
+        assert proc.stderr is not None  # the CLI's messages go to stderr
+        line = proc.stderr.readline()  # printed once the port is bound: the one bound
+        watchdog.cancel()
+        found = re.search(r"data server on https://127\.0\.0\.1:(\d+) ", line)
+        assert found and int(found.group(1)) > 0, line
+        port = int(found.group(1))
         a = tmp_path / "a"
         ctx = client_context(str(a / "ca.crt"), str(a / "client.crt"), str(a / "client.key"))
         with httpx.Client(base_url=f"https://localhost:{port}", verify=ctx) as c:
@@ -74,6 +83,7 @@ def test_pki_and_grants_end_to_end(tmp_path: Path) -> None:
             ok("pki", "revoke", "alice", "--site", str(site))
             assert c.get("/v1/datasets").status_code == 403
     finally:
+        watchdog.cancel()
         proc.terminate()
         proc.wait(timeout=20)
     text = ok("site", "audit", "--site", str(site), "--verify", "--last", "0")

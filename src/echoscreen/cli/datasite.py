@@ -71,19 +71,21 @@ def pki_revoke(
 def datasite_serve(
     site: Path = SITE_OPTION,
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
-    port: int = typer.Option(8443, "--port", min=0, max=65535, help="TCP port."),
+    port: int = typer.Option(8443, "--port", min=0, max=65535,
+                             help="TCP port (0: a free one, printed)."),
     max_batch: int = typer.Option(64, "--max-batch", help="Most clips per batch request."),
     rate: float = typer.Option(2000.0, "--rate", help="Clips per second per tenant."),
 ) -> None:
     """Serve the site's clips over HTTPS with client certificates (Ctrl-C stops)."""
     from echoscreen.datasite.limits import Limits
-    from echoscreen.datasite.pki import require_pki
-    from echoscreen.datasite.server import ServerConfig, serve
+    from echoscreen.datasite.server import ServerConfig, serve, url_of
 
-    require_pki(site)
     limits = Limits(max_batch=max_batch, rate=rate, burst=max(rate * 2, max_batch))
-    console.print(f"data server on https://{host}:{port} (site {site})")
-    serve(ServerConfig(site, host, port, limits, "warning"))
+
+    def listening(bound_host: str, bound_port: int) -> None:  # the port bound: 0 picks one
+        console.print(f"data server on {url_of(bound_host, bound_port)} (site {site})")
+
+    serve(ServerConfig(site, host, port, limits, "warning"), on_listening=listening)
 
 
 @datasite_app.command("ls")

@@ -85,14 +85,17 @@ class ThreadedServer:
         max_connections: established (authenticated) connections served at once.
         max_handshakes: handshakes in progress at once; one more evicts the oldest.
         grace_s: how long requests in progress may take to finish at shutdown.
+        on_listening: called with ``(host, port)`` once the socket is bound and listening
+            (``port`` the one bound: a free one when 0 was asked for).
     """
 
     def __init__(self, app: Any, ctx: ssl.SSLContext, host: str, port: int, *,
                  on_refused: Callable[[str], None] | None = None, keep_alive_s: float = 30.0,
                  handshake_timeout_s: float = 10.0, max_connections: int = 64,
-                 max_handshakes: int = 128, grace_s: float = 10.0) -> None:  # fmt: skip
+                 max_handshakes: int = 128, grace_s: float = 10.0,
+                 on_listening: Callable[[str, int], None] | None = None) -> None:  # fmt: skip
         self.app, self.ctx, self.host, self.port = app, ctx, host, port
-        self.on_refused = on_refused
+        self.on_refused, self.on_listening = on_refused, on_listening
         self.keep_alive_s, self.handshake_timeout_s = keep_alive_s, handshake_timeout_s
         self.max_connections, self.max_handshakes = max_connections, max_handshakes
         self.grace_s = grace_s
@@ -109,7 +112,10 @@ class ThreadedServer:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         listener = socket.create_server((self.host, self.port), family=family, backlog=128)
         listener.settimeout(0.2)
+        self.port = int(listener.getsockname()[1])
         self.started = True
+        if self.on_listening is not None:
+            self.on_listening(self.host, self.port)
         try:
             while not self.should_exit:
                 self._sweep()

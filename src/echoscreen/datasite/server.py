@@ -10,9 +10,9 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +48,15 @@ class ServerConfig:
     handshake_timeout_s: float = 10.0
 
 
-def build(cfg: ServerConfig, site: Site, verifier: AttestationVerifier | None = None) -> Any:
-    """A configured (not yet started) :class:`~.httpd.ThreadedServer` for an open site.
+def url_of(host: str, port: int) -> str:
+    """``https://host:port`` (an IPv6 host in brackets)."""
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
+def build(cfg: ServerConfig, site: Site, verifier: AttestationVerifier | None = None,
+          on_listening: Callable[[str, int], None] | None = None) -> Any:  # fmt: skip
+    """A configured (not yet started) :class:`~.httpd.ThreadedServer` for an open site;
+    ``on_listening(host, port)`` is called once it listens (the port bound).
 
     Raises:
         DatasiteError: the site has no PKI.
@@ -69,7 +76,7 @@ def build(cfg: ServerConfig, site: Site, verifier: AttestationVerifier | None = 
     return ThreadedServer(app, server_context(paths), cfg.host, cfg.port, on_refused=refused,
                           keep_alive_s=30.0, handshake_timeout_s=cfg.handshake_timeout_s,
                           max_connections=cfg.max_connections,
-                          max_handshakes=cfg.max_handshakes)  # fmt: skip
+                          max_handshakes=cfg.max_handshakes, on_listening=on_listening)  # fmt: skip
 
 
 def tune_allocator(keep_bytes: int = 256 << 20) -> bool:
@@ -102,10 +109,18 @@ def tune_allocator(keep_bytes: int = 256 << 20) -> bool:
     return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, keep_bytes))
 
 
-def serve(cfg: ServerConfig, verifier: AttestationVerifier | None = None) -> None:
+def serve(cfg: ServerConfig, verifier: AttestationVerifier | None = None,
+          on_listening: Callable[[str, int], None] | None = None) -> None:  # fmt: skip
     """Serve until SIGINT/SIGTERM, then let requests in progress finish (audited) and stop.
 
-    Tunes this process's allocator first and logs connection failures to stderr.
+    Tunes this process's allocator first and logs connection failures to stderr;
+    ``on_listening(host, port)`` is called once the port is bound (``cfg.port`` 0: a
+    free one).
+
+    Raises:
+        StoreError: ``cfg.site`` is not a site.
+        DatasiteError: the site has no PKI.
+        OSError: the address cannot be bound.
     """
     import logging
     import signal
@@ -113,7 +128,7 @@ def serve(cfg: ServerConfig, verifier: AttestationVerifier | None = None) -> Non
     tune_allocator()
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     with Site.open(cfg.site) as site:
-        server = build(cfg, site, verifier)
+        server = build(cfg, site, verifier, on_listening)
 
         def stop(_signum: int, _frame: Any) -> None:
             server.should_exit = True
@@ -135,13 +150,12 @@ def running(cfg: ServerConfig, verifier: AttestationVerifier | None = None,
             timeout_s: float = 20.0) -> Iterator[str]:  # fmt: skip
     """Run the server in a background thread; yield ``https://host:port``.
 
-    ``cfg.port == 0`` picks a free port. The server stops when the block ends.
+    ``cfg.port == 0`` binds a free port (the one yielded). The server stops when the
+    block ends.
 
     Raises:
         DatasiteError: it did not start within ``timeout_s``.
     """
-    if cfg.port == 0:
-        cfg = replace(cfg, port=free_port(cfg.host))
     site = Site.open(cfg.site)
     server = build(cfg, site, verifier)
     thread = threading.Thread(target=server.run, name="datasite-server", daemon=True)
@@ -152,8 +166,7 @@ def running(cfg: ServerConfig, verifier: AttestationVerifier | None = None,
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise DatasiteError(f"the data server did not start on {cfg.host}:{cfg.port}")
             time.sleep(0.02)
-        host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
-        yield f"https://{host}:{cfg.port}"
+        yield url_of(cfg.host, server.port)
     finally:
         server.should_exit = True
         thread.join(timeout=10)
