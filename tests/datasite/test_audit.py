@@ -80,6 +80,29 @@ def test_tampering_is_detected(site_with_log: tuple[Site, AuditLog],
     assert problems, tamper.__name__
 
 
+def _delete_last_two(site: Site) -> None:
+    with site.catalog.session() as s:
+        s.execute(delete(AuditRecord).where(AuditRecord.seq >= 5))
+
+
+def _truncate_head(site: Site) -> None:
+    head = site.path / "audit.head"
+    head.write_bytes(head.read_bytes()[:60])
+
+
+@pytest.mark.parametrize("tamper", [_delete_last, _delete_last_two, _truncate_head])
+def test_tampering_stays_detected_after_the_next_write(
+        site_with_log: tuple[Site, AuditLog], tamper: Callable[[Site], None]) -> None:  # fmt: skip
+    site, log = site_with_log
+    tamper(site)
+    assert log.verify(), tamper.__name__
+    # a new process (the server restarted, or a CLI command) appends the next record
+    AuditLog(site).append(Event("site-admin", "grant", True, target="alice -> cohort"))
+    assert log.verify(), f"{tamper.__name__} hidden by the next write"
+    AuditLog(site).append(Event("site-admin", "grant", True, target="bob -> cohort"))
+    assert log.verify(), f"{tamper.__name__} hidden by two writes"
+
+
 def test_chain_links_each_record_to_the_previous(site_with_log: tuple[Site, AuditLog]) -> None:
     _, log = site_with_log
     recs = log.records()

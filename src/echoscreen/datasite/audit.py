@@ -192,9 +192,9 @@ class AuditLog:
         Chains onto the head this log committed last, or the one read from the database.
         """
         with connect(self.site.catalog, write=True) as s:
-            last = self._last or s.execute(
+            last = self._last or self._tip(s.execute(
                 select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)
-            ).first()
+            ).first())  # fmt: skip
             seq, prev = (last[0], last[1]) if last else (0, GENESIS)
             seqs, rows = [], []
             for event in events:
@@ -210,6 +210,28 @@ class AuditLog:
                 seqs.append(seq)
             s.execute(insert(AuditRecord), rows)  # Core, on a plain connection
         return seqs, prev
+
+    def _tip(self, newest: Any) -> tuple[int, str] | None:
+        """Where to chain on when this log has not committed yet: the newest record, or
+        the head file when it is ahead of it.
+
+        The head is written after each commit, so it is ahead only when newest records
+        were deleted (or the catalog restored from an older backup). Numbering then goes
+        on after the head, so the gap stays in the log for :meth:`verify` to report;
+        chaining onto the newest remaining record instead made the next write hide the
+        deletion. A head file with no valid slot (a crash tears one slot at most) is set
+        aside as ``audit.head.damaged-TIME``, which :meth:`verify` reports, rather than
+        overwritten.
+        """
+        try:
+            head = read_head(self._head_path)
+        except HeadError:
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+            self._head_path.rename(self._head_path.with_name(f"{HEAD_FILE}.damaged-{stamp}"))
+            head = None
+        if head is not None and (newest is None or head[0] > newest[0]):
+            return head
+        return (int(newest[0]), str(newest[1])) if newest is not None else None
 
     def records(self, last: int | None = None) -> list[AuditRecord]:
         """The log in order; only the newest ``last`` records when given."""
@@ -248,6 +270,12 @@ class AuditLog:
         return problems
 
     def _check_head(self, hashes: dict[int, str], n: int) -> list[tuple[int, str]]:
+        damaged = [(0, f"{p.name}: a head file with no valid head was set aside by a later "
+                       "write (a crash damages one slot at most: tampered with, or a failing disk)")
+                   for p in sorted(self._head_path.parent.glob(f"{HEAD_FILE}.damaged-*"))]
+        return damaged + self._check_head_file(hashes, n)
+
+    def _check_head_file(self, hashes: dict[int, str], n: int) -> list[tuple[int, str]]:
         try:
             head = read_head(self._head_path)
         except HeadError:
