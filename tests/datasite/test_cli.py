@@ -54,6 +54,9 @@ def test_pki_and_grants_end_to_end(tmp_path: Path) -> None:
     fails("site", "grant", "alice", "nope", "--site", str(site), match="no dataset")
     fails("site", "grant", "zed", "cohort", "--site", str(site), match="no tenant")
     ok("site", "grant", "alice", "cohort", "--site", str(site))
+    # a typo'd revocation is refused, not reported as done while the real grant stays
+    fails("site", "revoke-grant", "alcie", "cohort", "--site", str(site), match="no tenant")
+    fails("site", "revoke-grant", "alice", "cohrot", "--site", str(site), match="no dataset")
     with Site.open(site) as s:
         assert grants(s) == [("alice", "cohort")]
     proc = subprocess.Popen([sys.executable, "-m", "echoscreen", "datasite", "serve", "--site",

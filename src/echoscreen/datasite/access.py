@@ -46,11 +46,7 @@ def grant(site: Site, tenant: str, dataset: str) -> bool:
     check_tenant(tenant)
     ensure_tables(site.catalog)
     with site.catalog.session() as s:
-        if s.get(Tenant, tenant) is None:
-            raise DatasiteError(f"no tenant {tenant!r}: issue it an identity with `pki issue`")
-        ds = s.scalar(select(Dataset).where(Dataset.name == dataset))
-        if ds is None:
-            raise DatasiteError(f"no dataset {dataset!r}: `site ls` lists the datasets")
+        ds = _known(s, tenant, dataset)
         exists = s.scalar(select(Grant).where(Grant.tenant == tenant, Grant.dataset_id == ds.id))
         if exists is None:
             s.add(Grant(tenant=tenant, dataset_id=ds.id))
@@ -59,11 +55,31 @@ def grant(site: Site, tenant: str, dataset: str) -> bool:
     return exists is None
 
 
+def _known(s: Session, tenant: str, dataset: str) -> Dataset:
+    """The dataset named ``dataset``, once both it and ``tenant`` are known.
+
+    Raises:
+        DatasiteError: unknown tenant or unknown dataset.
+    """
+    if s.get(Tenant, tenant) is None:
+        raise DatasiteError(f"no tenant {tenant!r}: issue it an identity with `pki issue`")
+    ds = s.scalar(select(Dataset).where(Dataset.name == dataset))
+    if ds is None:
+        raise DatasiteError(f"no dataset {dataset!r}: `site ls` lists the datasets")
+    return ds
+
+
 def revoke_grant(site: Site, tenant: str, dataset: str) -> bool:
-    """Withdraw ``tenant``'s access to ``dataset``; returns False when it had none."""
+    """Withdraw ``tenant``'s access to ``dataset``; returns False when it had none.
+
+    Raises:
+        DatasiteError: bad tenant name, unknown tenant or unknown dataset (a typo must
+            not look like a withdrawn grant while the real one stays).
+    """
     check_tenant(tenant)
     ensure_tables(site.catalog)
     with site.catalog.session() as s:
+        _known(s, tenant, dataset)
         rows = s.scalars(
             select(Grant).join(Dataset, Dataset.id == Grant.dataset_id)
             .where(Grant.tenant == tenant, Dataset.name == dataset)
