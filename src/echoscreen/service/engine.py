@@ -23,6 +23,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from echoscreen.dicom.header import silence_value_warnings
 from echoscreen.errors import BadStudyError, ConfigError, OverloadedError, ServiceError
 from echoscreen.registry.package import ModelPackage, load_package
 from echoscreen.screen.backends import make_backend
@@ -39,23 +40,11 @@ OnDone = Callable[[str, dict[str, Any], list[tuple[str, bytes]]], None]
 INTERNAL = "the service failed while screening this study (logged); submit it again"
 
 
-def quiet_value_checks() -> None:
-    """Turn off pydicom's check of every header value it reads, in this process.
-
-    The check warns (and logs) with the value itself: an uploaded header with a UID or a
-    birth date in a wrong format put that identifying value in the service's log. The
-    service reads untrusted headers and uses no verdict of those checks.
-    """
-    from pydicom import config
-
-    config.settings.reading_validation_mode = config.IGNORE
-
-
 def init_worker() -> None:
     """Start of a preprocessing process: one thread per library (the pool is the parallelism).
 
     The Annex E table is parsed here, once per process, not by the first study; header
-    values are never checked aloud (:func:`quiet_value_checks`).
+    values are never checked aloud (:func:`~echoscreen.dicom.header.silence_value_warnings`).
     """
     import cv2
     import torch
@@ -64,7 +53,7 @@ def init_worker() -> None:
 
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
-    quiet_value_checks()
+    silence_value_warnings()
     annex_e_table()
 
 
@@ -112,7 +101,7 @@ class ScreeningEngine:
     def start(self) -> None:
         """Load and verify the package, open the backend, batcher, pools and job store."""
         cfg = self.cfg.validate()
-        quiet_value_checks()  # the door and STOW-RS read headers in this process
+        silence_value_warnings()  # the door and STOW-RS read headers in this process
         self._package = check_reader(load_package(cfg.registry, cfg.model))
         inner = make_backend(self._package, cfg.backend, cfg.inference_threads)
         self._batcher = BatchingBackend(inner, cfg.max_batch, cfg.max_wait_ms, self.metrics)
