@@ -104,7 +104,7 @@ def test_pipes_and_devices_are_never_opened(tmp_path: Path, us_files: dict[str, 
     os.mkfifo(source / "pipe")
     (source / "zero.dcm").symlink_to("/dev/zero")
     text = ok("ingest", str(source), "--site", str(tmp_path / "site"), "--workers", "1")
-    assert "not a regular file" in text.replace("\n", " ")
+    assert "not a regular file" in text
     with Site.open(tmp_path / "site") as site:
         summary = site.summary()
         assert summary["studies"] == 1 and summary["quarantined"] == 2

@@ -16,7 +16,7 @@ from echoscreen.cli import cluster, datasite, evaluate, files, ingest, site, tra
 from echoscreen.cli import publish as publish_cli
 from echoscreen.cli import screen as screen_cli
 from echoscreen.cli import serve as serve_cli
-from echoscreen.cli.common import console, out
+from echoscreen.cli.common import console, out, print_error
 from echoscreen.errors import EchoscreenError
 
 app = typer.Typer(
@@ -73,7 +73,7 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except EchoscreenError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        print_error(str(exc))
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
@@ -88,12 +88,12 @@ def main() -> None:
         if callable(show):
             show()
         else:
-            console.print(f"[bold red]error:[/] {exc.format_message()}", highlight=False)
+            print_error(exc.format_message())
         sys.exit(exc.exit_code)
     except Exception as exc:
         if not _environment_error(exc):
             raise
-        console.print(f"[bold red]error:[/] {_describe(exc)}", highlight=False)
+        print_error(_describe(exc))
         sys.exit(2)
 
 
@@ -115,4 +115,3 @@ def _describe(exc: BaseException) -> str:
     if type(exc).__module__.startswith(("sqlite3", "sqlalchemy")):
         return f"a database file is damaged or not a database ({first}); restore it from backup"
     return f"{first} ({type(exc).__name__})"
-

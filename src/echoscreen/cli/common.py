@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 #: messages, progress and errors
 console = Console(stderr=True)
 #: results (tables, identifiers) that a script may capture
 out = Console()
+
+
+def print_error(message: str) -> None:
+    """One ``error: ...`` line on stderr, the message printed as it is.
+
+    Not hard-wrapped: written to a file or a pipe (CI logs, a script's capture), a
+    console of 80 columns would break long paths across lines, so neither a reader's
+    copy-paste nor a ``grep`` finds them whole; a terminal wraps the line itself. Not
+    read as markup: a path or id holding ``[...]`` is shown, not styled away.
+    """
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
 
 SITE_OPTION = typer.Option(
     ..., "--site", envvar="ECHOSCREEN_SITE", help="The site folder (or $ECHOSCREEN_SITE)."
