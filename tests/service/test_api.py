@@ -58,7 +58,7 @@ def live(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Iter
     cfg = ServiceConfig(registry=published.registry, model=published.ref, state_dir=state,
                         port=0, backend="onnx", cpu_workers=1, job_threads=1, queue_size=2,
                         max_upload_bytes=4 * MiB, max_files=30, max_sync_files=len(study),
-                        explain_clips=1, upload_idle_s=1.0)  # fmt: skip
+                        explain_clips=1, upload_idle_s=1.0, head_timeout_s=1.0)  # fmt: skip
     with running(cfg) as (url, service):
         tokens = TokenStore(state / "tokens.db")
         yield Live(url, service, tokens, tokens.create("clinic-a"), study)
@@ -224,6 +224,63 @@ def test_an_upload_that_stalls_is_a_408_and_the_connection_closes(live: Live) ->
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert b"stalled" in answer and time.monotonic() - start < 5
+
+
+def _connect(live: Live) -> socket.socket:
+    host, port = live.url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def _until_closed(sock: socket.socket) -> bytes:
+    answer = b""
+    while chunk := sock.recv(1 << 16):
+        answer += chunk
+    return answer
+
+
+def test_a_connection_that_sends_nothing_is_closed_with_408(live: Live) -> None:
+    """head_timeout_s=1: an idle new connection no longer holds a socket forever."""
+    start = time.monotonic()
+    with _connect(live) as sock:
+        answer = _until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"request head" in answer, answer
+    assert time.monotonic() - start < 5
+
+
+def test_a_head_trickled_byte_by_byte_is_cut_at_its_deadline(live: Live) -> None:
+    """Slowloris: each byte used to cancel uvicorn's only timer, so the head never ended."""
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 40
+    start = time.monotonic()
+    with _connect(live) as sock:
+        sock.settimeout(0.25)
+        answer = b""
+        for byte in head:  # 10 s of trickle if the server waited for all of it
+            try:
+                sock.sendall(bytes([byte]))
+                answer += sock.recv(1 << 16)
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if answer.endswith(b"\n") and b"408" in answer:
+                break
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert time.monotonic() - start < 5
+
+
+def test_an_idle_keep_alive_connection_outlives_the_head_deadline(live: Live) -> None:
+    """The head deadline runs from a request's first byte, not from the last response:
+    a connection kept alive (uvicorn's 30 s) still serves its next request after 1.5 s,
+    and a pipelined request whose head stays incomplete is then cut with 408."""
+    get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    with _connect(live) as sock:
+        sock.sendall(get)
+        first = sock.recv(1 << 16)
+        time.sleep(1.5)
+        sock.sendall(get + b"GET /healthz HTTP/1.1\r\nHo")
+        answer = _until_closed(sock)
+    assert first.startswith(b"HTTP/1.1 200 "), first
+    assert answer.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1 408 " in answer, answer
 
 
 def test_an_upload_cut_short_by_the_client_is_a_400_not_a_bug(

@@ -43,6 +43,9 @@ class ServiceConfig:
             synchronous ``POST /v1/screen``.
         upload_idle_s: longest wait for the next bytes of an upload's body (s); a client
             that stops sending mid-upload gets 408 and its connection is closed.
+        head_timeout_s: longest a request's head (request line and headers) may take to
+            arrive, from a new connection's start or the next request's first byte (s);
+            past it: 408 and the connection is closed (:mod:`echoscreen.service.protocol`).
     """
 
     registry: Path
@@ -68,6 +71,7 @@ class ServiceConfig:
     max_frames: int = 2000
     max_sync_files: int = 40
     upload_idle_s: float = 60.0
+    head_timeout_s: float = 20.0
 
     @property
     def workers(self) -> int:
@@ -113,8 +117,9 @@ class ServiceConfig:
             raise ConfigError(f"--max-wait-ms is {self.max_wait_ms}; it must be >= 0")
         if not self.result_ttl_s > 0:
             raise ConfigError(f"--result-ttl is {self.result_ttl_s}; it must be > 0 (seconds)")
-        if not self.upload_idle_s > 0:
-            raise ConfigError(f"upload_idle_s is {self.upload_idle_s}; it must be > 0 (seconds)")
+        for name in ("upload_idle_s", "head_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} is {getattr(self, name)}; it must be > 0 (seconds)")
 
 
 #: the ``echoscreen serve`` option of each setting, for messages that say what to change

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from echoscreen.errors import ServiceError
+from echoscreen.service.protocol import with_head_timeout
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -99,7 +100,8 @@ def build(cfg: ServiceConfig, log_level: str = "warning") -> Service:
         engine.close(drain=False, timeout=5.0)
         raise
     config = uvicorn.Config(app, host=cfg.host, port=cfg.port, lifespan="off",
-                            log_level=log_level, access_log=False, timeout_keep_alive=30,
+                            http=with_head_timeout(cfg.head_timeout_s), log_level=log_level,
+                            access_log=False, timeout_keep_alive=30,
                             timeout_graceful_shutdown=30)  # fmt: skip
     service = Service(cfg, engine, app, scp)
     service.server = DrainingServer(config, service.drain)
