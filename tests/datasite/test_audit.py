@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from collections.abc import Callable, Iterator
@@ -159,23 +160,64 @@ def test_two_writers_with_stale_heads_still_make_one_chain(tmp_path: Path) -> No
     site.close()
 
 
-def test_head_file_survives_a_torn_slot_and_reads_the_old_format(
-        site_with_log: tuple[Site, AuditLog]) -> None:  # fmt: skip
-    from echoscreen.datasite.audithead import SLOT, read_head
+def test_head_file_survives_a_torn_slot(site_with_log: tuple[Site, AuditLog]) -> None:
+    from echoscreen.datasite.audithead import SLOT, Head, read_head
 
     site, log = site_with_log
-    path = site.path / "audit.head"
+    path, key = site.path / "audit.head", log._head_key
     raw = bytearray(path.read_bytes())
-    assert len(raw) == 2 * SLOT and read_head(path) == (6, log.records(1)[0].hash)
+    assert len(raw) == 2 * SLOT and read_head(path, key) == Head(6, log.records(1)[0].hash)
     newest = 0 if b'"seq": 6' in raw[:SLOT] else 1  # the slot the last commit wrote
     raw[newest * SLOT + 20 : newest * SLOT + 30] = b"#" * 10  # a crash tore that write
     path.write_bytes(bytes(raw))
-    assert read_head(path) == (5, log.records(2)[0].hash)  # the other slot: one earlier
+    assert read_head(path, key) == Head(5, log.records(2)[0].hash)  # the other: one earlier
     assert log.verify() == []
     raw[(1 - newest) * SLOT + 20 : (1 - newest) * SLOT + 30] = b"#" * 10
     path.write_bytes(bytes(raw))
     assert any("malformed" in p for _, p in log.verify())
-    path.write_text(json.dumps({"seq": 6, "hash": log.records(1)[0].hash}))  # before slots
-    assert log.verify() == []
-    _delete_last(site)
-    assert any("ends before its recorded head" in p for _, p in log.verify())
+
+
+def _unkeyed_slot(seq: int, digest: str) -> bytes:
+    """A head slot as earlier versions wrote it (and as anyone can: a plain digest)."""
+    from echoscreen.datasite.audithead import OLD_SLOT
+
+    check = hashlib.sha256(f"{seq}:{digest}".encode()).hexdigest()[:16]
+    line = json.dumps({"seq": seq, "hash": digest, "check": check}).encode()
+    return line.ljust(OLD_SLOT - 1) + b"\n"
+
+
+@pytest.mark.parametrize("form", ["unkeyed slots", "one JSON object"])
+def test_a_head_rewritten_without_the_key_does_not_hide_deleted_records(
+        site_with_log: tuple[Site, AuditLog], form: str) -> None:  # fmt: skip
+    """Delete the newest two records, then write a head naming the record left newest:
+    with the plain-digest slot check (or the slot-less form) verify said intact."""
+    from echoscreen.datasite.audithead import SLOT
+
+    site, log = site_with_log
+    _delete_last_two(site)
+    kept = log.records(1)[0]
+    forged = (_unkeyed_slot(kept.seq, kept.hash) * 2 if form == "unkeyed slots"
+              else json.dumps({"seq": kept.seq, "hash": kept.hash}).encode())  # fmt: skip
+    (site.path / "audit.head").write_bytes(forged)
+    problems = log.verify()
+    assert any("unkeyed" in p for _, p in problems), problems
+    # a keyed-looking slot with a made-up key is no head at all
+    fake = json.dumps({"seq": kept.seq, "hash": kept.hash, "key": "0" * 32}).encode()
+    (site.path / "audit.head").write_bytes((fake.ljust(SLOT - 1) + b"\n") * 2)
+    assert any("not written with the site's key" in p for _, p in log.verify())
+
+
+def test_a_head_of_an_earlier_version_is_rewritten_keyed_by_the_next_write(
+        site_with_log: tuple[Site, AuditLog]) -> None:  # fmt: skip
+    site, log = site_with_log
+    newest = log.records(1)[0]
+    path = site.path / "audit.head"
+    path.write_bytes(_unkeyed_slot(newest.seq, newest.hash) * 2)
+    assert any("unkeyed" in p for _, p in log.verify())
+    AuditLog(site).append(Event("site-admin", "grant", True, target="alice -> cohort"))
+    assert log.verify() == []  # chained on after the old head, which the keyed slot replaces
+    path.write_text(json.dumps({"seq": 7, "hash": log.records(1)[0].hash}))  # slot-less form
+    assert any("unkeyed" in p for _, p in log.verify())
+    with site.catalog.session() as s:
+        s.execute(delete(AuditRecord).where(AuditRecord.seq == 7))
+    assert any("ends before its recorded head 7" in p for _, p in log.verify())

@@ -154,8 +154,8 @@ def site_audit(
     if problems:
         out.print(problems_table(problems))
         raise DatasiteError(
-            f"the audit log fails verification at {len(problems)} point(s): it was altered; "
-            "keep the site read-only and compare with a backup"
+            f"the audit log fails verification at {len(problems)} point(s) (listed above): "
+            "treat it as altered; keep the site read-only and compare with a backup"
         )
     if verify:
         out.print("[green]audit chain intact: every record matches its hash and the head[/]")

@@ -13,7 +13,7 @@ A keyed hash rather than a bare SHA-256 means someone who can write the catalog
 but not read the site keys cannot edit a record and re-compute the chain after it.
 
 Deleting the *newest* records leaves a valid shorter chain, so every append also
-writes the head ``(seq, hash)`` to ``SITE/audit.head`` (durably, :mod:`.audithead`)
+writes the head ``(seq, hash)`` to ``SITE/audit.head`` (durably, keyed: :mod:`.audithead`)
 after the row is committed; :func:`verify` requires the chain to reach that head.
 
 Appends are serialised by a lock within a process and by the primary key across
@@ -125,6 +125,7 @@ class AuditLog:
     def __init__(self, site: Site) -> None:
         self.site = site
         self._key = hmac.new(site.pseudonym_secret, b"echoscreen/audit/v1", hashlib.sha256).digest()
+        self._head_key = hmac.new(self._key, b"echoscreen/audit.head/v1", hashlib.sha256).digest()
         self._lock = threading.Lock()  # one committer at a time
         self._queue_lock = threading.Lock()
         self._queue: list[_Slot] = []  # appended, not yet committed
@@ -174,7 +175,7 @@ class AuditLog:
                     self._last = None  # another process appended first: read the new head
                     continue
                 self._last = (seqs[-1], digest)
-                write_head(self._head_path, seqs[-1], digest, self._slot)
+                write_head(self._head_path, self._head_key, seqs[-1], digest, self._slot)
                 self._slot ^= 1
                 for s, seq in zip(batch, seqs, strict=True):
                     s.seq = seq
@@ -224,13 +225,13 @@ class AuditLog:
         overwritten.
         """
         try:
-            head = read_head(self._head_path)
+            head = read_head(self._head_path, self._head_key)
         except HeadError:
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
             self._head_path.rename(self._head_path.with_name(f"{HEAD_FILE}.damaged-{stamp}"))
             head = None
-        if head is not None and (newest is None or head[0] > newest[0]):
-            return head
+        if head is not None and (newest is None or head.seq > newest[0]):
+            return head.seq, head.hash
         return (int(newest[0]), str(newest[1])) if newest is not None else None
 
     def records(self, last: int | None = None) -> list[AuditRecord]:
@@ -277,15 +278,19 @@ class AuditLog:
 
     def _check_head_file(self, hashes: dict[int, str], n: int) -> list[tuple[int, str]]:
         try:
-            head = read_head(self._head_path)
+            head = read_head(self._head_path, self._head_key)
         except HeadError:
-            return [(0, f"{self._head_path} is malformed")]
+            return [(0, f"{self._head_path} is malformed or not written with the site's key")]
         if head is None:
             return [(0, f"{self._head_path} is missing but the log has records")] if n else []
-        seq, digest = head
-        if seq not in hashes:
-            return [(0, f"the log ends before its recorded head {seq} (records deleted)")]
-        if not hmac.compare_digest(hashes[seq], digest):
-            return [(seq, "record differs from the recorded head (rewritten)")]
+        if head.seq not in hashes:
+            return [(0, f"the log ends before its recorded head {head.seq} (records deleted)")]
+        if not hmac.compare_digest(hashes[head.seq], head.hash):
+            return [(head.seq, "record differs from the recorded head (rewritten)")]
+        if not head.keyed:
+            why = ("is unkeyed (written by an earlier version, or by someone without the "
+                   "site's keys), so it cannot show that no newest records were deleted; the "
+                   "next audited action rewrites it keyed")  # fmt: skip
+            return [(0, f"{self._head_path} {why}")]
         return []
 
