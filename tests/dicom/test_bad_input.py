@@ -42,10 +42,12 @@ def test_no_pixel_data(make_us: MakeUS, dicom_bytes: ToBytes) -> None:
         read_cine(dicom_bytes(ds))
 
 
-@pytest.mark.parametrize("change", [{"NumberOfFrames": 0}, {"SamplesPerPixel": 4},
-                                    {"Rows": None}, {"PixelData": None}])
-def test_header_errors_name_no_instance_uid(make_us: MakeUS, dicom_bytes: ToBytes,
-                                            change: dict[str, object]) -> None:
+@pytest.mark.parametrize(
+    "change", [{"NumberOfFrames": 0}, {"SamplesPerPixel": 4}, {"Rows": None}, {"PixelData": None}]
+)
+def test_header_errors_name_no_instance_uid(
+    make_us: MakeUS, dicom_bytes: ToBytes, change: dict[str, object]
+) -> None:
     """The messages end up in the catalog's quarantine reasons and the screening JSON,
     both of which must hold no original UID: they name the SOP class only."""
     ds = make_us(np.zeros((2, 8, 8, 3), np.uint8))
@@ -103,3 +105,35 @@ def test_short_native_pixel_data(make_us: MakeUS, dicom_bytes: ToBytes) -> None:
 def test_frame_index_out_of_range(pydicom_file: Callable[[str], Path]) -> None:
     with pytest.raises(DicomDecodeError, match="outside"):
         read_cine(pydicom_file("examples_ybr_color.dcm"), frame_indices=[0, 30])
+
+
+@pytest.mark.parametrize("size", [140, 152, 200, 300, 600, 1000, 5000, 20000])
+def test_a_file_cut_inside_its_header_is_called_truncated(
+    pydicom_file: Callable[[str], Path], size: int
+) -> None:
+    """pydicom reads a header cut short as if it ended there, without a word: the file
+    was reported as having no pixel data (or, cut in a length field, as not DICOM at
+    all), and the service's door called it 'modality missing'."""
+    from echoscreen.dicom.header import read_header
+
+    data = pydicom_file("examples_ybr_color.dcm").read_bytes()[:size]
+    why = r"is truncated: it ends inside its DICOM header|its header cannot be parsed: it is trunc"
+    with pytest.raises(DicomDecodeError, match=why):
+        read_cine(data)
+    with pytest.raises(DicomDecodeError, match=why):
+        read_header(data)
+
+
+@pytest.mark.filterwarnings("ignore:End of file reached:UserWarning")
+def test_a_file_cut_inside_encapsulated_pixel_data_is_called_truncated(
+    pydicom_file: Callable[[str], Path],
+) -> None:
+    """The whole read dropped the unfinished Pixel Data element, so the file seemed to
+    have none ('it is not an image, or the file is truncated')."""
+    from echoscreen.dicom.header import read_header
+
+    data = pydicom_file("examples_ybr_color.dcm").read_bytes()
+    with pytest.raises(DicomDecodeError, match="is truncated: it ends inside its pixel data"):
+        read_cine(data[: len(data) // 2])
+    header = read_header(data[: len(data) // 2])
+    assert header.has_pixels and "PixelData" not in header.dataset

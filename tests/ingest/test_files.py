@@ -76,6 +76,8 @@ def test_folder_groups_real_us_files_by_study_and_reports_junk(
     assert set(junk) == {"junk/report.pdf", "junk/empty", "junk/cut.dcm", "originals.txt"}
     assert "no 'DICM' marker" in junk["junk/report.pdf"]
     assert junk["junk/empty"] == "empty file"
+    # cut inside its header: it was 'DICOM object without a StudyInstanceUID'
+    assert junk["junk/cut.dcm"].startswith("the file is truncated: it ends inside its DICOM header")
     # the DICOMDIR is skipped whatever its name
     assert not any("DICOMDIR" in o or "index.dir" in o for o in junk)
     assert source.count_hint() == len(batches)
@@ -94,6 +96,7 @@ def test_zip_groups_like_the_folder(
     batches = list(source.studies())
     junk = dict(_check_batches(batches, _names_from_listing(mixed_folder), us_files))
     assert set(junk) == {"junk/report.pdf", "junk/empty", "junk/cut.dcm", "originals.txt"}
+    assert "is truncated" in junk["junk/cut.dcm"]
     assert source.count_hint() == len(batches)
 
 

@@ -16,7 +16,6 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,65 +23,18 @@ import httpx
 import pydicom
 import pytest
 from tests.registry.pkgfix import Published
+from tests.service.live import Live, MiB, live_service
+from tests.service.live import form as _form
+from tests.service.live import wait as _wait
+from tests.service.live import zipped as _zip
 
 from echoscreen.service.app import ACCESS_LOG
-from echoscreen.service.config import ServiceConfig
-from echoscreen.service.server import Service, running
-from echoscreen.service.tokens import TokenStore
-
-MiB = 1 << 20
-
-
-@dataclass
-class Live:
-    """The running service, a valid token and one phantom study's files."""
-
-    url: str
-    service: Service
-    tokens: TokenStore
-    token: str
-    study: list[tuple[str, bytes]]
-
-    def client(self, token: str | None = "") -> httpx.Client:
-        secret = self.token if token == "" else token
-        headers = {"Authorization": f"Bearer {secret}"} if secret else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=120.0)
 
 
 @pytest.fixture(scope="module")
 def live(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    state = tmp_path_factory.mktemp("service-state")
-    folder = published.train_study_folders()[0]
-    study = [(str(p.relative_to(folder)), p.read_bytes())
-             for p in sorted(folder.rglob("*")) if p.is_file()]  # fmt: skip
-    cfg = ServiceConfig(registry=published.registry, model=published.ref, state_dir=state,
-                        port=0, backend="onnx", cpu_workers=1, job_threads=1, queue_size=2,
-                        max_upload_bytes=4 * MiB, max_files=30, max_sync_files=len(study),
-                        explain_clips=1, upload_idle_s=1.0, head_timeout_s=1.0)  # fmt: skip
-    with running(cfg) as (url, service):
-        tokens = TokenStore(state / "tokens.db")
-        yield Live(url, service, tokens, tokens.create("clinic-a"), study)
-
-
-def _form(files: list[tuple[str, bytes]]) -> list[tuple[str, tuple[str, bytes, str]]]:
-    return [("files", (name, data, "application/dicom")) for name, data in files]
-
-
-def _zip(files: list[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in files:
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
-def _wait(c: httpx.Client, job: str, timeout: float = 120.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        doc: dict[str, Any] = c.get(f"/v1/jobs/{job}").json()
-        if doc["status"] not in ("queued", "running") or time.monotonic() > deadline:
-            return doc
-        time.sleep(0.1)
+    with live_service(published, tmp_path_factory.mktemp("service-state")) as service:
+        yield service
 
 
 def test_tokens_required_and_revocation(live: Live) -> None:

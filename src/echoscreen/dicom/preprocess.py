@@ -299,7 +299,7 @@ def read_needed(
         NotDicomError, DicomDecodeError: as :func:`read_cine`.
         PreprocessError: ``outputs`` outside ``range(spec.frames)``.
     """
-    rows, cols, _, n = check_image(ds, max_frames=10_000, max_pixels=2_000_000_000)
+    rows, cols, _, n = check_image(ds)
     wanted = sample_indices(n, frame_rate(ds), spec)
     if outputs is not None and union_box(usable_2d(parse_regions(ds), rows, cols)) is not None:
         wanted = _outputs(wanted, outputs)

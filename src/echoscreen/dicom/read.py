@@ -23,7 +23,14 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, JPEGBaseline8Bit
 
 from echoscreen.dicom.color import lut_to_uint8, mono_to_uint8, parse_jpeg_header
-from echoscreen.dicom.header import Source, check_image, frame_rate, load_dataset
+from echoscreen.dicom.header import (
+    MAX_FRAMES,
+    MAX_PIXELS,
+    Source,
+    check_image,
+    frame_rate,
+    load_dataset,
+)
 from echoscreen.dicom.regions import UltrasoundRegion, main_region, parse_regions
 from echoscreen.errors import DicomDecodeError
 
@@ -111,8 +118,8 @@ class Cine:
 def read_cine(
     source: Source,
     *,
-    max_frames: int = 10_000,
-    max_pixels: int = 2_000_000_000,
+    max_frames: int = MAX_FRAMES,
+    max_pixels: int = MAX_PIXELS,
     frame_indices: Sequence[int] | None = None,
     threads: int = 1,
     scale: int = 1,

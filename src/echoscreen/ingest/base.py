@@ -5,7 +5,8 @@ pipeline one :class:`StudyBatch` at a time, so a study is ingested, and committe
 in one transaction, as a unit. Files that are not DICOM travel in the batch's
 ``unreadable`` list with a reason, so the pipeline can quarantine them and go on.
 
-Reasons are fixed phrases written here, never text copied out of a file, so a
+Reasons are fixed phrases written here or by the shared header check
+(:func:`echoscreen.dicom.header.read_header`), never text copied out of a file, so a
 reason cannot carry identifying values into the catalog or the logs.
 """
 
@@ -122,14 +123,32 @@ def read_header(fp: BinaryIO) -> HeaderInfo:
         sop_class = str(ds.file_meta.get("MediaStorageSOPClassUID", ""))
         study_uid = ds.get("StudyInstanceUID")
     except InvalidDicomError:
-        return HeaderInfo(None, reason="not a DICOM file (invalid file meta information)")
+        return HeaderInfo(None, reason=_unusable(fp, "not a DICOM file (invalid file meta "
+                                                     "information)"))  # fmt: skip
     except Exception as exc:  # pydicom raises many kinds on truncated/corrupt input
-        return HeaderInfo(None, reason=f"DICOM header cannot be parsed ({type(exc).__name__})")
+        why = f"DICOM header cannot be parsed ({type(exc).__name__})"
+        return HeaderInfo(None, reason=_unusable(fp, why))
     if sop_class == DICOMDIR_SOP_CLASS:
         return HeaderInfo(None, skip=True)
     if not study_uid:
-        return HeaderInfo(None, reason="DICOM object without a StudyInstanceUID")
+        return HeaderInfo(None, reason=_unusable(fp, "DICOM object without a StudyInstanceUID"))
     return HeaderInfo(str(study_uid).strip())
+
+
+def _unusable(fp: BinaryIO, otherwise: str) -> str:
+    """Why a file the grouping read could not use is unusable: the shared header check's
+    reason when it finds the file cut short or unparsable (pydicom reads a truncated
+    header as if it ended there, so its StudyInstanceUID seemed merely absent), else
+    ``otherwise``."""
+    from echoscreen.dicom.header import read_header
+    from echoscreen.errors import DicomError
+
+    fp.seek(0)
+    try:
+        read_header(fp.read())
+    except DicomError as exc:  # fixed phrases naming "the file", never a header value
+        return str(exc)
+    return otherwise
 
 
 def header_of_bytes(data: bytes) -> HeaderInfo:

@@ -1,23 +1,21 @@
 """The door check: a quick look at an upload's headers before a job is accepted.
 
 Runs in the caller's (request) thread, so it reads headers only (``stop_before_pixels``):
-limits on file count and bytes, each file a DICOM dataset, an ultrasound one (Modality US,
-or an ultrasound or secondary-capture SOP class), with at most ``max_frames`` frames.
+limits on file count and bytes, each file a DICOM dataset whose header is whole (not cut
+short), with pixel data, an ultrasound one (Modality US, or an ultrasound or
+secondary-capture SOP class), and an image header the reader accepts (1 to
+``max_frames`` frames, a non-empty image; the same check as the reader's).
 Reasons name the file by its *index* in the upload and never quote a header value that
 could identify anyone.
 """
 
 from __future__ import annotations
 
-import io
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 
-import pydicom
-from pydicom.dataset import Dataset
-
-from echoscreen.errors import BadStudyError
+from echoscreen.dicom.header import check_image, read_header
+from echoscreen.errors import BadStudyError, DicomDecodeError, NotDicomError
 from echoscreen.service.config import ServiceConfig
 
 #: SOP classes accepted whatever the Modality says: US, US multi-frame, secondary capture
@@ -46,42 +44,39 @@ class Door:
     study_uid: str = ""
 
 
-def _header(data: bytes) -> Dataset | None:
-    """The dataset without pixels, or None when ``data`` is not DICOM."""
-    try:
-        return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-    except Exception:
-        pass
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
-        return ds if "SOPClassUID" in ds or "Rows" in ds else None
-    except Exception:
-        return None
-
-
 def check_file(data: bytes, max_frames: int) -> tuple[str, str | None]:
-    """``(StudyInstanceUID, None)`` for a usable file, else ``("", reason)``."""
-    ds = _header(data)
-    if ds is None:
+    """``(StudyInstanceUID, None)`` for a usable file, else ``("", reason)``.
+
+    The header is read and checked as the reader will check it once the job runs
+    (:func:`~echoscreen.dicom.header.read_header`, then
+    :func:`~echoscreen.dicom.header.check_image`: a file cut short, without pixel data,
+    with no frames or an empty image is refused here, not failed later), with the
+    service's own ``max_frames``.
+    """
+    try:
+        header = read_header(data)
+    except NotDicomError:
         return "", "not a DICOM file (no DICOM header could be parsed)"
+    except DicomDecodeError as exc:  # truncated: names neither the file nor a value
+        return "", str(exc)
+    ds = header.dataset
     try:
         modality = str(ds.get("Modality", "") or "").strip().upper()
         sop = str(ds.get("SOPClassUID", "") or "")
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
         study = str(ds.get("StudyInstanceUID", "") or "")
     except Exception:
-        return "", "the DICOM header is malformed (Modality, SOP class or frame count unreadable)"
-    if modality != "US" and sop not in IMAGE_CLASSES:
+        return "", "the DICOM header is malformed (Modality or SOP class unreadable)"
+    if header.has_pixels and modality != "US" and sop not in IMAGE_CLASSES:
         shown = (
             modality
             if modality in _KNOWN_MODALITIES
             else ("missing" if not modality else "another modality")
         )
         return "", f"modality {shown}, not ultrasound (US); send echocardiogram clips only"
-    if frames > max_frames:
-        return "", f"{frames} frames, more than the limit of {max_frames} per file"
+    try:
+        check_image(ds, max_frames=max_frames, pixels=header.has_pixels)
+    except DicomDecodeError as exc:  # names the SOP class only, never an instance's UID
+        return "", str(exc)
     return study, None
 
 

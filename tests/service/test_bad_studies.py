@@ -1,0 +1,66 @@
+"""Bad studies and odd requests against the real service on loopback (tests/service/live.py).
+
+Each test is a defect a bad-input sweep found: what the service answered, and what it
+must answer instead.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import pydicom
+import pytest
+from tests.registry.pkgfix import Published
+from tests.service.live import Live, form, live_service
+
+
+@pytest.fixture(scope="module")
+def live(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    with live_service(published, tmp_path_factory.mktemp("service-state")) as service:
+        yield service
+
+
+def _identifying(data: bytes) -> list[str]:
+    """The header values of a file that identify the patient, the study or the image."""
+    ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    keywords = ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID",
+                "PatientName")  # fmt: skip
+    return [str(ds.get(k)) for k in keywords if str(ds.get(k) or "")]
+
+
+def _with_frames(data: bytes, value: str) -> bytes:
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.NumberOfFrames = value
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("frames", ["0", "-3"])
+def test_a_file_declaring_no_frames_is_refused_at_the_door(live: Live, frames: str) -> None:
+    """NumberOfFrames 0 or negative passed the door ('0 or 1' read it as 1): 202, and the
+    job failed later."""
+    data = _with_frames(live.study[0][1], frames)
+    with live.client() as c:
+        for route in ("/v1/studies", "/v1/screen"):
+            r = c.post(route, files=form([("a.dcm", data)]))
+            assert r.status_code == 422, (route, r.text)
+            reason = r.json()["error"]
+            assert f"file 0: DICOM 1.2.840.10008.5.1.4.1.1.3.1 declares {frames} frames" in reason
+            assert not [v for v in _identifying(data) if v in reason], reason
+        # beside readable files it is skipped by index, and the others are screened
+        r = c.post("/v1/screen", files=form([*live.study[:2], ("a.dcm", data)]))
+        assert r.status_code == 200, r.text
+        assert [s["file_index"] for s in r.json()["skipped"]] == [2]
+        assert "declares" in r.json()["skipped"][0]["reason"]
+
+
+@pytest.mark.parametrize("size", [200, 300, 600, 1500])
+def test_a_file_cut_inside_its_header_is_refused_as_truncated(live: Live, size: int) -> None:
+    """It was 'modality missing, not ultrasound' (cut before the Modality), or passed the
+    door (cut after it) and failed later: pydicom reads a cut header as if it ended."""
+    with live.client() as c:
+        r = c.post("/v1/studies", files=form([("cut.dcm", live.study[0][1][:size])]))
+    assert r.status_code == 422, r.text
+    assert "file 0: the file is truncated: it ends inside its DICOM header" in r.json()["error"]
