@@ -226,3 +226,22 @@ def test_header_values_in_a_wrong_format_are_not_quoted_on_stderr(
     assert res.returncode == 0, res.stderr
     for value in ("1985-03-12", "9.7777.0"):
         assert value not in res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("name", ["../IM9999.dcm", "/tmp/IM9999.dcm", "a\\..\\IM9999.dcm"])
+def test_a_zip_with_a_member_named_as_an_unsafe_path_is_refused(
+    published: Published, tmp_path: Path, name: str
+) -> None:
+    """A member named ``../x.dcm`` was dropped without a word (its '..' part read as a
+    dot folder) and one named ``/x.dcm`` was screened: now the zip is refused whole, as
+    ingest and the service refuse it."""
+    folder = published.train_study_folders()[0]
+    files = sorted(folder.iterdir())
+    archive = tmp_path / "study.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in files[1:]:
+            zf.write(p, p.name)
+        zf.writestr(zipfile.ZipInfo(name), files[0].read_bytes())
+    out = fails("screen", str(archive), "--registry", str(published.registry), "--model",
+                "tiny:1", match="named with an unsafe path")  # fmt: skip
+    assert repr(name) in out and "the whole zip is refused" in out

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pydicom
 import pytest
 from tests.registry.pkgfix import Published
-from tests.service.live import Live, form, live_service
+from tests.service.live import Live, form, live_service, zipped
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +64,20 @@ def test_a_file_cut_inside_its_header_is_refused_as_truncated(live: Live, size: 
         r = c.post("/v1/studies", files=form([("cut.dcm", live.study[0][1][:size])]))
     assert r.status_code == 422, r.text
     assert "file 0: the file is truncated: it ends inside its DICOM header" in r.json()["error"]
+
+
+@pytest.mark.parametrize("name", ["../x.dcm", "/abs/x.dcm", "C:\\x.dcm"])
+def test_a_zip_with_a_member_named_as_an_unsafe_path_is_refused(live: Live, name: str) -> None:
+    """``../x.dcm`` was dropped without a word (read as a dot folder), ``/abs/x.dcm``
+    screened: the zip is refused whole, as ingest and offline screen refuse it, and the
+    member's name (a file name may name the patient) is not quoted back."""
+    archive = zipped([*live.study[1:3], (name, live.study[0][1])])
+    as_body = {"content": archive, "headers": {"Content-Type": "application/zip"}}
+    as_part = {"files": [("files", ("study.zip", archive, "application/zip"))]}
+    with live.client() as c:
+        for kwargs in (as_body, as_part):
+            r = c.post("/v1/studies", **kwargs)
+            assert r.status_code == 422, r.text
+            reason = r.json()["error"]
+            assert "entry 2 in the directory of zip (part 0) is named with an unsafe path" in reason
+            assert "x.dcm" not in reason

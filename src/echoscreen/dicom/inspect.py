@@ -6,7 +6,7 @@ import os
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path, PurePath, PurePosixPath
 
 from pydicom.uid import UID
 
@@ -31,6 +31,24 @@ def is_litter(name: str) -> bool:
     every folder and zip walk: ingest, offline screening and the service's uploads."""
     parts = [p for p in name.split("/") if p]
     return bool(parts) and (parts[0] == "__MACOSX" or any(p.startswith(".") for p in parts))
+
+
+#: what ingest, offline screening and the service say of a zip member :func:`is_unsafe_member`
+UNSAFE_MEMBER = ("named with an unsafe path (absolute, or with '..' or a backslash); the whole "
+                 "zip is refused: zip the study folder again, with relative names")  # fmt: skip
+
+
+def is_unsafe_member(name: str) -> bool:
+    """Whether a zip member's name is a path that would leave an extraction folder: absolute
+    (``/x``, ``C:x``), with a ``..`` part, a backslash or a NUL. One rule for every zip
+    echoscreen reads (ingest, offline screening, the service's uploads), each of which
+    refuses the whole archive rather than read such a member by another name or drop it.
+    """
+    if "\x00" in name or name.startswith(("/", "\\")) or "\\" in name:
+        return True
+    if len(name) > 1 and name[1] == ":":  # C:evil or C:\evil
+        return True
+    return any(part == ".." for part in PurePosixPath(name).parts)
 
 
 def _raise(exc: OSError) -> None:

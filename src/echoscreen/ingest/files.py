@@ -20,7 +20,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from echoscreen.dicom.inspect import is_litter, is_side_file, walk_files
+from echoscreen.dicom.inspect import (
+    UNSAFE_MEMBER,
+    is_litter,
+    is_side_file,
+    is_unsafe_member,
+    walk_files,
+)
 from echoscreen.errors import IngestError
 from echoscreen.ingest.base import (
     HOUSEKEEPING_NAMES,
@@ -148,15 +154,6 @@ def _regular(path: Path) -> bool:
     return stat.S_ISREG(path.stat().st_mode)
 
 
-def _unsafe_name(name: str) -> bool:
-    """True for member names that would escape an extraction folder."""
-    if "\x00" in name or name.startswith(("/", "\\")) or "\\" in name:
-        return True
-    if len(name) > 1 and name[1] == ":":  # C:evil or C:\evil
-        return True
-    return any(part == ".." for part in PurePosixPath(name).parts)
-
-
 class ZipSource:
     """The DICOM files inside a zip archive, grouped by study; nothing is extracted.
 
@@ -220,10 +217,9 @@ class ZipSource:
                 "re-create the archive"
             )
         for info in infos:
-            if _unsafe_name(info.filename):
+            if is_unsafe_member(info.filename):
                 raise IngestError(
-                    f"{self.path} contains a member with an unsafe path "
-                    f"({info.filename!r}: absolute or with '..'); refusing the whole archive"
+                    f"{self.path} contains a member {info.filename!r} {UNSAFE_MEMBER}"
                 )
             ratio = info.file_size / max(info.compress_size, 1)
             if info.file_size > 1024**2 and ratio > MAX_MEMBER_RATIO:

@@ -12,7 +12,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from echoscreen.dicom.inspect import is_litter, walk_files
+from echoscreen.dicom.inspect import UNSAFE_MEMBER, is_litter, is_unsafe_member, walk_files
 from echoscreen.errors import ScreenError
 
 #: most files read from one study
@@ -34,6 +34,9 @@ def _zip_members(path: Path) -> Iterator[tuple[str, bytes]]:
         raise ScreenError(f"{path} is not a readable zip archive ({exc}); pass a folder, a zip "
                           "or a DICOM file") from exc  # fmt: skip
     with zf:
+        unsafe = [i.filename for i in zf.infolist() if is_unsafe_member(i.filename)]
+        if unsafe:  # as ingest and the service: not read by another name, nor dropped
+            raise ScreenError(f"{path} holds a member {unsafe[0]!r} {UNSAFE_MEMBER}")
         members = [i for i in zf.infolist() if not i.is_dir() and not is_litter(i.filename)]
         _check_total(len(members), sum(i.file_size for i in members))
         for info in sorted(members, key=lambda i: i.filename):
@@ -55,7 +58,9 @@ def iter_study(path: Path) -> Iterator[tuple[str, bytes]]:
 
     Raises:
         ScreenError: the path does not exist, is not a folder or regular file, is an
-            unreadable or damaged zip, is too large, or holds a folder that cannot be listed.
+            unreadable or damaged zip or one with a member named as an unsafe path
+            (:func:`~echoscreen.dicom.inspect.is_unsafe_member`), is too large, or holds a
+            folder that cannot be listed.
     """
     path = Path(path)
     if not path.exists():

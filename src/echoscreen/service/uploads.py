@@ -15,7 +15,9 @@ Zip archives are checked before anything is decompressed: a central directory la
 ``max_files`` need (checked before it is parsed), more files than allowed, a declared
 uncompressed total over the size limit, or a member whose declared size is more than
 ``max_ratio`` times its compressed size (and over 1 MiB) is refused with 413; zips inside
-zips, encrypted members and archives that cannot be read are refused with 422. A body
+zips, encrypted members, members named with an unsafe path (absolute, ``..``, a
+backslash: :func:`~echoscreen.dicom.inspect.is_unsafe_member`) and archives that cannot
+be read are refused with 422. A body
 that stalls for ``idle_s`` is refused with 408. Nothing is written to disk.
 """
 
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from echoscreen.dicom.inspect import is_litter
+from echoscreen.dicom.inspect import UNSAFE_MEMBER, is_litter, is_unsafe_member
 from echoscreen.errors import BadStudyError, ServiceError
 from echoscreen.ingest.dicomweb import MultipartError, boundary_of
 from echoscreen.service.multipart import TooManyParts, split_parts
@@ -145,6 +147,7 @@ def expand_zip(
         raise BadStudyError(f"{label} is not a readable zip archive ({type(exc).__name__}); "
                             "send the study folder's files or a valid zip") from exc  # fmt: skip
     with zf:
+        _check_names(zf.infolist(), label)
         members = [i for i in zf.infolist() if not i.is_dir() and not is_litter(i.filename)]
         _check_members(members, limits, label)
         out: list[tuple[str, bytes]] = []
@@ -181,6 +184,14 @@ def _directory_size(data: bytes) -> int:
     if rec >= 0 and data.startswith(b"PK\x06\x07", loc) and data.startswith(b"PK\x06\x06", rec):
         (size,) = struct.unpack_from("<Q", data, rec + 40)
     return int(size)
+
+
+def _check_names(infos: list[zipfile.ZipInfo], label: str) -> None:
+    """Refuse a zip with a member named as an unsafe path (``../x.dcm``, ``/x.dcm``, ...),
+    as ingest and offline screening do: it is not read by another name, nor dropped."""
+    for k, info in enumerate(infos):
+        if is_unsafe_member(info.filename):  # the name itself is never quoted back
+            raise BadStudyError(f"entry {k} in the directory of {label} is {UNSAFE_MEMBER}")
 
 
 def _check_members(members: list[zipfile.ZipInfo], limits: UploadLimits, label: str) -> None:
