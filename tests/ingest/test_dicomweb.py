@@ -72,6 +72,10 @@ def test_boundary_is_read_quoted_or_bare() -> None:
         b"a b:c"
     )
     assert boundary_of("Multipart/Related;boundary=XyZ;type=application/dicom") == b"XyZ"
+    # RFC 9110 quoted-strings: backslash escapes undone, a quoted "; boundary=" is text
+    assert boundary_of('multipart/related; boundary="a\\"b\\\\c"') == b'a"b\\c'
+    quoted = 'multipart/related; type="application/dicom; boundary=no"; boundary=yes'
+    assert boundary_of(quoted) == b"yes"
     with pytest.raises(MultipartError):
         boundary_of("application/dicom")
     with pytest.raises(MultipartError):

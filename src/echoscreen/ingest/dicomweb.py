@@ -12,8 +12,9 @@ reached at all raises :class:`IngestError`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
+from email.message import Message
+from email.utils import collapse_rfc2231_value
 
 import httpx
 
@@ -29,18 +30,41 @@ class MultipartError(ValueError):
     """A multipart/related body is malformed (the message is fixed text, safe to store)."""
 
 
+def header_param(value: str, key: str) -> str | None:
+    """The parameter ``key`` of a header value (``Content-Type``, ``Content-Disposition``).
+
+    Parsed as RFC 9110 says (with the standard library's MIME header parser):
+    ``key=token`` or ``key="quoted-string"``, backslash escapes undone, a ``;`` or
+    ``key=`` inside quotes part of the value, names in any case; RFC 2231's ``key*=``
+    is decoded. Lenient where senders are: a bare ``type=application/dicom`` (``/`` is
+    not a token character) is read as it is meant.
+
+    Returns:
+        The value, or None when the parameter is absent.
+    """
+    msg = Message()
+    msg["h"] = value
+    got = msg.get_param(key, header="h")
+    if got is None:
+        return None
+    return collapse_rfc2231_value(got)
+
+
 def boundary_of(content_type: str) -> bytes:
-    """The boundary parameter of a ``multipart/related`` content type.
+    """The boundary parameter of a ``multipart/related`` content type (:func:`header_param`).
 
     Raises:
         MultipartError: the content type is not multipart or has no boundary.
     """
     if not content_type.lower().lstrip().startswith("multipart/"):
         raise MultipartError("answer is not multipart")
-    match = re.search(r';\s*boundary\s*=\s*(?:"([^"]+)"|([^;\s]+))', content_type, re.IGNORECASE)
-    if match is None:
-        raise MultipartError("multipart answer without a boundary")
-    return (match.group(1) or match.group(2)).encode("latin-1")
+    boundary = header_param(content_type, "boundary")
+    try:
+        if boundary:
+            return boundary.encode("latin-1")
+    except UnicodeEncodeError:
+        raise MultipartError("multipart boundary with characters outside Latin-1") from None
+    raise MultipartError("multipart answer without a boundary")
 
 
 def _part_body(part: bytes) -> tuple[dict[str, str], bytes]:

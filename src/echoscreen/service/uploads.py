@@ -33,7 +33,7 @@ import anyio
 
 from echoscreen.dicom.inspect import UNSAFE_MEMBER, is_litter, is_unsafe_member
 from echoscreen.errors import BadStudyError, ServiceError
-from echoscreen.ingest.dicomweb import MultipartError, boundary_of
+from echoscreen.ingest.dicomweb import MultipartError, boundary_of, header_param
 from echoscreen.service.multipart import TooManyParts, split_parts
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -113,15 +113,6 @@ async def read_body(chunks: AsyncIterator[bytes], declared: int | None,
 
 def _media(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
-
-
-def _param(header: str, key: str) -> str | None:
-    """A ``key=value`` or ``key="value"`` parameter of a header value."""
-    for piece in header.split(";")[1:]:
-        k, eq, v = piece.strip().partition("=")
-        if eq and k.strip().lower() == key:
-            return v.strip().strip('"')
-    return None
 
 
 def _is_zip(name: str, data: bytes, ctype: str = "") -> bool:
@@ -221,7 +212,7 @@ def _form_files(body: bytes, content_type: str,
     files = []
     for k, (headers, data) in enumerate(_split(body, content_type, limits)):
         disp = headers.get("content-disposition", "")
-        field, filename = _param(disp, "name"), _param(disp, "filename")
+        field, filename = header_param(disp, "name"), header_param(disp, "filename")
         if field == "files" or filename is not None:
             files.append((filename or f"part-{k}", data, headers.get("content-type", "")))
     return files
@@ -230,7 +221,7 @@ def _form_files(body: bytes, content_type: str,
 def _stow_files(body: bytes, content_type: str,
                 limits: UploadLimits) -> list[tuple[str, bytes, str]]:  # fmt: skip
     """Every ``application/dicom`` part of a STOW-RS request (no other kind is accepted)."""
-    declared = (_param(content_type, "type") or "application/dicom").lower()
+    declared = (header_param(content_type, "type") or "application/dicom").lower()
     if declared != "application/dicom":
         raise ServiceError(f"STOW-RS with type={declared} is not supported; send "
                            'multipart/related; type="application/dicom"', status=415)  # fmt: skip
