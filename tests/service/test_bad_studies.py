@@ -7,6 +7,7 @@ must answer instead.
 from __future__ import annotations
 
 import io
+import socket
 from collections.abc import Iterator
 
 import pydicom
@@ -124,3 +125,28 @@ def test_a_form_upload_with_a_quoted_boundary_and_file_names(live: Live) -> None
                    headers={"Content-Type": ctype})  # fmt: skip
     assert r.status_code == 200, r.text
     assert len(r.json()["clips"]) + len(r.json()["skipped"]) == len(live.study)
+
+
+@pytest.mark.parametrize("job", ["x" * 60_000, "é" * 50, "%FF%FE", "%00", "%E2%80%AE",
+                                 "0" * 32 + "%0A", "0" * 31 + "G"])  # fmt: skip
+def test_a_404_for_an_odd_job_id_does_not_echo_it(live: Live, job: str) -> None:
+    """The whole id was echoed however long (a 100 KB id came back in full), and whatever
+    it held (a NUL, a right-to-left override, a newline)."""
+    with live.client() as c:
+        for path in (f"/v1/jobs/{job}", f"/v1/jobs/{job}/explanations/0.png"):
+            r = c.get(path)
+            assert r.status_code == 404, r.text
+            assert len(r.text) < 300 and "not one: a job id is the 32 hexadecimal" in r.text
+        real = "0123456789abcdef" * 2  # an id of the right form is named
+        assert real in c.get(f"/v1/jobs/{real}").json()["error"]
+
+
+def test_a_100_kb_job_id_gets_a_short_404(live: Live) -> None:
+    """Past httpx's own URL limit: a raw request line, as any client may send it."""
+    host, port = live.url.removeprefix("http://").split(":")
+    head = (f"GET /v1/jobs/{'y' * 100_000} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            f"Authorization: Bearer {live.token}\r\n\r\n")  # fmt: skip
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head.encode())
+        answer = b"".join(iter(lambda: sock.recv(1 << 16), b""))
+    assert answer.startswith(b"HTTP/1.1 404 ") and len(answer) < 1000, answer[:200]

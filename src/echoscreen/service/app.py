@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 ACCESS_LOG = "echoscreen.service.access"
 WEB_DIR = Path(__file__).parent / "web"
-JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+JOB_ID = re.compile(r"[0-9a-f]{32}")  # fullmatch: "$" would let a newline in
 DICOM_JSON = "application/dicom+json"
 _log = logging.getLogger("echoscreen.service")
 
@@ -139,6 +139,14 @@ def create_app(cfg: ServiceConfig, engine: ScreeningEngine, tokens: TokenStore,
     return app
 
 
+def _job_named(job_id: str) -> str:
+    """How a 404 names the job asked for: by its id when it is a job id (32 hexadecimal
+    digits), else without quoting it (any length, any characters)."""
+    if JOB_ID.fullmatch(job_id):
+        return f"job {job_id}"
+    return "job by that id (it is not one: a job id is the 32 hexadecimal digits POST answered)"
+
+
 def _who(request: Request) -> str:
     """The client name :meth:`_Api.client` put into the request state."""
     return str(request.state.client)
@@ -202,17 +210,17 @@ class _Api:
         )
 
     def get_job(self, job_id: str, request: Request) -> dict[str, Any]:
-        job = self.engine.job(job_id, _who(request)) if JOB_ID.match(job_id) else None
+        job = self.engine.job(job_id, _who(request)) if JOB_ID.fullmatch(job_id) else None
         if job is None:
-            raise ServiceError(f"no job {job_id}: unknown, or its result expired", status=404)
+            raise ServiceError(f"no {_job_named(job_id)}: unknown, or its result expired", 404)
         return job
 
     def get_explanation(self, job_id: str, k: int, request: Request) -> Response:
-        ok = JOB_ID.match(job_id)
+        ok = JOB_ID.fullmatch(job_id)
         png = self.engine.explanation(job_id, k, _who(request)) if ok else None
         if png is None:
-            raise ServiceError(f"no explanation {k} of job {job_id}: unknown, not ready or "
-                               "expired", status=404)  # fmt: skip
+            raise ServiceError(f"no explanation {k} of {_job_named(job_id)}: unknown, not ready "
+                               "or expired", status=404)  # fmt: skip
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     async def stow(self, request: Request) -> JSONResponse:
