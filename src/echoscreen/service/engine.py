@@ -31,6 +31,7 @@ from echoscreen.screen.screener import ClipResult, Screener, ScreenResult, check
 from echoscreen.service.batching import BatchingBackend
 from echoscreen.service.config import ServiceConfig
 from echoscreen.service.door import check_study
+from echoscreen.service.evidence import considered
 from echoscreen.service.jobs import INTERRUPTED, JobStore
 from echoscreen.service.metrics import Metrics
 
@@ -332,6 +333,11 @@ class ScreeningEngine:
                   skipped: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
         """Screener's JSON with file names replaced by upload indexes, plus job fields."""
         doc = result.to_json()
+        assert self._screener is not None
+        chosen = {c.index for c in self._screener.choose_evidence(result.clips)}
+        doc["evidence"]["reason"] = result.reason
+        doc["evidence"]["considered"] = considered(result, chosen, skipped,
+                                                   self.package.decision)  # fmt: skip
         for c in doc["clips"]:
             c["file_index"] = int(c.pop("file"))
         doc["skipped"] = skipped

@@ -16,6 +16,7 @@ CONTAINER [LN 18748-4 Diagnostic Imaging Report]
     CONTAINS NUM   [99ECHOSCREEN view-confidence], UCUM "1"
     CONTAINS CODE  [99ECHOSCREEN evidence] = SCT Yes | No (given to the rhd model)
     CONTAINS NUM   [99ECHOSCREEN p-clip-screen] (evidence clips only), UCUM "1"
+    CONTAINS TEXT  [DCM 121106 Comment] why the clip was not used (``evidence.considered``)
 ```
 
 Patient and study attributes are copied from the first referenced original, so a
@@ -117,8 +118,9 @@ def _finding(result: dict[str, Any]) -> Any:
     return item
 
 
-def _clip(clip: dict[str, Any], original: Dataset | None) -> Any:
-    """One clip's container: its instance, view, view confidence, evidence role."""
+def _clip(clip: dict[str, Any], original: Dataset | None, reason: str | None = None) -> Any:
+    """One clip's container: its instance, view, view confidence, evidence role, and why
+    it was not used (``reason``, from ``evidence.considered``)."""
     import highdicom.sr as hsr
 
     items: list[Any] = []
@@ -143,6 +145,9 @@ def _clip(clip: dict[str, Any], original: Dataset | None) -> Any:
     if evidence and clip.get("p_clip_screen") is not None:
         items.append(_num(code("p-clip-screen", "Clip probability of screen-positive"),
                           clip["p_clip_screen"], "CONTAINS"))  # fmt: skip
+    if reason:
+        items.append(hsr.TextContentItem(name=codes.DCM.Comment, value=reason[:1024],
+                                         relationship_type="CONTAINS"))  # fmt: skip
     box = hsr.ContainerContentItem(name=code("clip", "Screened clip"),
                                    relationship_type="CONTAINS")  # fmt: skip
     box.ContentSequence = hsr.ContentSequence(items)
@@ -191,7 +196,10 @@ def build_sr(result: dict[str, Any], originals: list[Dataset]) -> Dataset:
 
     refs = _referenced(result, originals)
     root = hsr.ContainerContentItem(name=codes.LN.DiagnosticImagingReport)
-    clips = [_clip(c, refs.get(c["file_index"]) if "file_index" in c else None)
+    why = {e["clip"]: e.get("reason") for e in result.get("evidence", {}).get("considered", [])
+           if e.get("clip") is not None}  # fmt: skip
+    clips = [_clip(c, refs.get(c["file_index"]) if "file_index" in c else None,
+                   why.get(c.get("index")))
              for c in result.get("clips", [])]  # fmt: skip
     root.ContentSequence = hsr.ContentSequence([_finding(result), *clips])
     series_uid, instance_uid = sr_uids(result.get("job"))
@@ -212,7 +220,8 @@ def read_sr(sr: Dataset) -> dict[str, Any]:
 
     Returns:
         ``{"decision", "p_screen", "threshold", "reason", "algorithm": {"name", "version"},
-        "clips": [{"sop_instance_uid", "view", "confidence", "evidence", "p_clip_screen"}]}``.
+        "clips": [{"sop_instance_uid", "view", "confidence", "evidence", "p_clip_screen",
+        "reason"}]}`` (``reason``: why the clip was not used, None when it was).
     """
     root = pydicom.Dataset(sr)
     out: dict[str, Any] = {"p_screen": None, "threshold": None, "reason": None, "clips": []}
@@ -246,7 +255,7 @@ def _value(item: Dataset) -> float:
 
 
 def _read_clip(box: Dataset) -> dict[str, Any]:
-    clip: dict[str, Any] = {"sop_instance_uid": None, "p_clip_screen": None}
+    clip: dict[str, Any] = {"sop_instance_uid": None, "p_clip_screen": None, "reason": None}
     for item in box.ContentSequence:
         name = item.ConceptNameCodeSequence[0].CodeValue
         if item.ValueType == "IMAGE":
@@ -259,4 +268,6 @@ def _read_clip(box: Dataset) -> dict[str, Any]:
             clip["confidence"] = _value(item)
         elif item.ValueType == "NUM" and name == "p-clip-screen":
             clip["p_clip_screen"] = _value(item)
+        elif item.ValueType == "TEXT" and name == codes.DCM.Comment.value:
+            clip["reason"] = str(item.TextValue)
     return clip
