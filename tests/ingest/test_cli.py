@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from tests.cli import fails, ok
 
 from echoscreen.store.site import Site
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+
+def _one_study(tmp_path: Path, us_files: dict[str, Path]) -> tuple[tuple[str, ...], Dataset]:
+    """A new site and a folder of one real clip: the ingest command line, and its header."""
+    import pydicom
+
+    Site.init(tmp_path / "site").close()
+    source = tmp_path / "in"
+    source.mkdir()
+    path = us_files["examples_ybr_color.dcm"]
+    (source / "a.dcm").write_bytes(path.read_bytes())
+    args = ("ingest", str(source), "--site", str(tmp_path / "site"))
+    return args, pydicom.dcmread(path, stop_before_pixels=True)
 
 
 @pytest.mark.parametrize("name", ["../../evil", "a/b", "x\ny"])
@@ -117,18 +134,10 @@ def test_a_labels_csv_number_that_is_not_a_measurement_is_refused(
     tmp_path: Path, us_files: dict[str, Path], value: str
 ) -> None:
     """nan was stored as NULL, inf and negative weights as given, with exit 0."""
-    import pydicom
-
-    Site.init(tmp_path / "site").close()
-    source = tmp_path / "in"
-    source.mkdir()
-    path = us_files["examples_ybr_color.dcm"]
-    (source / "a.dcm").write_bytes(path.read_bytes())
-    uid = pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID
-    text = f"study_instance_uid,label,weight_kg\n{uid},normal,{value}\n"
+    args, ds = _one_study(tmp_path, us_files)
+    text = f"study_instance_uid,label,weight_kg\n{ds.StudyInstanceUID},normal,{value}\n"
     (tmp_path / "labels.csv").write_text(text)
-    fails("ingest", str(source), "--site", str(tmp_path / "site"), "--labels",
-          str(tmp_path / "labels.csv"), match="is not a number >= 0")  # fmt: skip
+    fails(*args, "--labels", str(tmp_path / "labels.csv"), match="is not a number >= 0")
     with Site.open(tmp_path / "site") as site:
         assert site.summary()["studies"] == 0
 
@@ -154,3 +163,29 @@ def test_header_values_in_a_wrong_format_are_not_quoted_on_stderr(
     assert res.returncode == 0, res.stderr
     for value in ("1985-03-12", "9.7777.0717"):
         assert value not in res.stdout + res.stderr
+
+
+def test_a_clips_csv_view_that_is_not_a_view_name_is_refused(
+    tmp_path: Path, us_files: dict[str, Path]
+) -> None:
+    """Any string was stored as the clip's view with exit 0, a view the view classifier has
+    no class for; a case or spacing variant of a view name is that view."""
+    from sqlalchemy import select
+
+    from echoscreen.models.config import VIEWS
+    from echoscreen.store.schema import Clip
+
+    ingest, ds = _one_study(tmp_path, us_files)
+    sop = ds.SOPInstanceUID
+    clips = tmp_path / "clips.csv"
+    clips.write_text(f"sop_instance_uid,view,doppler\n{sop},apical 4ch,1\n")
+    args = (*ingest, "--clips", str(clips))
+    text = fails(*args, match=f"{clips} line 2: view 'apical 4ch' is not one of "
+                 f"{', '.join(VIEWS)} (or empty)")  # fmt: skip
+    assert str(sop) not in text
+    with Site.open(tmp_path / "site") as site:
+        assert site.summary()["studies"] == 0
+    clips.write_text(f"sop_instance_uid,view,doppler\n{sop}, A4C ,1\n")
+    ok(*args)
+    with Site.open(tmp_path / "site") as site, site.catalog.session() as s:
+        assert list(s.scalars(select(Clip.view))) == ["a4c"]

@@ -88,7 +88,7 @@ def test_folder_ingest_joins_labels_quarantines_and_reingest_skips(
         assert (labelled.label, labelled.sex, labelled.age_years) == ("definite", "F", 12.5)
         assert labelled.weight_kg == 38.0
         clip = s.scalars(select(Clip).where(Clip.view.is_not(None))).one()
-        assert (clip.view, clip.doppler, clip.findings) == ("A4C", True, "thick AML")
+        assert (clip.view, clip.doppler, clip.findings) == ("a4c", True, "thick AML")
         assert clip.study_id == labelled.id and clip.tensor_shape == "3x16x64x64"
         assert s.scalar(select(func.count()).select_from(DatasetStudy)) == 3
     objects = sorted(site.objects.ids())

@@ -8,7 +8,8 @@ values, never the keys. Columns:
   empty), and optionally ``sex``, ``age_years``, ``weight_kg``, ``height_cm`` (numbers
   >= 0, or empty).
   ``patient_id`` and any other column are ignored (identifying, not stored).
-- ``clips.csv``: ``sop_instance_uid``, and optionally ``view``, ``doppler``
+- ``clips.csv``: ``sop_instance_uid``, and optionally ``view`` (one of the view
+  classifier's :data:`echoscreen.models.config.VIEWS`, any case, or empty), ``doppler``
   (1/0/true/false/yes/no), ``findings``, and ``finding_*``/``*_cm``/``*_mm`` columns
   (stored together as JSON). Other columns (paths, ids) are ignored.
 
@@ -114,6 +115,20 @@ def _is_finding_column(name: str) -> bool:
     return name.startswith("finding_") or name.endswith(("_cm", "_mm"))
 
 
+def _view(path: Path, line: int, text: str) -> str | None:
+    """A clips.csv view as the view classifier names it: ``A4C`` is ``a4c``; None if empty."""
+    if not text:
+        return None
+    # imported here: echoscreen.models loads torch, which an ingest without views never needs
+    from echoscreen.models.config import VIEWS
+
+    view = text.lower()
+    if view not in VIEWS:  # any string was stored: a view the view classifier has no class for
+        raise IngestError(f"{path} line {line}: view {text!r} is not one of "
+                          f"{', '.join(VIEWS)} (or empty)")  # fmt: skip
+    return view
+
+
 def _clip_row(path: Path, line: int, row: dict[str, str]) -> ClipLabel:
     doppler_text = row.get("doppler", "").lower()
     if doppler_text and doppler_text not in _TRUE | _FALSE:
@@ -125,7 +140,7 @@ def _clip_row(path: Path, line: int, row: dict[str, str]) -> ClipLabel:
         if findings:
             extra["findings"] = findings
         findings = json.dumps(extra, sort_keys=True)
-    return ClipLabel(row.get("view") or None, doppler, findings)
+    return ClipLabel(_view(path, line, row.get("view", "")), doppler, findings)
 
 
 def load_annotations(labels: Path | None, clips: Path | None) -> Annotations:
