@@ -189,3 +189,32 @@ def test_a_clips_csv_view_that_is_not_a_view_name_is_refused(
     ok(*args)
     with Site.open(tmp_path / "site") as site, site.catalog.session() as s:
         assert list(s.scalars(select(Clip.view))) == ["a4c"]
+
+
+def test_csv_rows_that_match_nothing_ingested_are_reported_once(
+    tmp_path: Path, us_files: dict[str, Path]
+) -> None:
+    """labels.csv and clips.csv rows that matched no study or clip were ignored without a
+    word (exit 0): a typo in a UID left a study unlabelled. Exit 0 still (a labels file
+    may cover more studies than one source); the rows are named by line, not by UID."""
+    from tests.cli import run as run_cli
+
+    ingest, ds = _one_study(tmp_path, us_files)
+    typos = [f"1.2.826.0.1.3680043.9.{n}" for n in range(12)]
+    labels, clips = tmp_path / "labels.csv", tmp_path / "clips.csv"
+    labels.write_text("study_instance_uid,label\n" + f"{ds.StudyInstanceUID},definite\n"
+                      + "".join(f"{uid},normal\n" for uid in typos) + ",normal\n")  # fmt: skip
+    clips.write_text(f"sop_instance_uid,view\n{typos[0]},plax\n{ds.SOPInstanceUID},a4c\n")
+    args = (*ingest, "--labels", str(labels), "--clips", str(clips), "--workers", "1")
+    for run in ("first", "again: the study is skipped, its rows still match"):
+        res = run_cli(*args)
+        text = res.stdout + res.stderr
+        assert res.returncode == 0 and "Traceback" not in text, (run, text)
+        assert text.count(f"warning: 13 rows of {labels} match no study of this ingest: "
+                          "lines 3, 4, 5, 6, 7, 8, 9, 10, 11, 12 and 3 more") == 1, text
+        assert text.count(f"warning: 1 row of {clips} matches no clip of this ingest: "
+                          "line 2") == 1, text  # fmt: skip
+        assert not any(uid in text for uid in typos)
+    with Site.open(tmp_path / "site") as site:
+        summary = site.summary()
+        assert (summary["labels"], summary["views"]) == ({"definite": 1}, {"a4c": 1})

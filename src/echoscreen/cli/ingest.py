@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from echoscreen.cli.common import SITE_OPTION, console, dataset_name, out
+from echoscreen.cli.common import SITE_OPTION, console, dataset_name, out, print_warning
 
 
 def ingest_command(
@@ -31,7 +31,7 @@ def ingest_command(
     from echoscreen.dicom import PreprocessSpec
     from echoscreen.ingest import open_source
     from echoscreen.ingest.pipeline import ingest
-    from echoscreen.ingest.summary import report_tables
+    from echoscreen.ingest.summary import report_tables, report_warnings
     from echoscreen.store.report import progress_bar
     from echoscreen.store.site import Site
 
@@ -43,6 +43,8 @@ def ingest_command(
                         workers=workers or None)  # fmt: skip
     for table in report_tables(report, src.describe()):
         out.print(table)
+    for warning in report_warnings(report):
+        print_warning(warning)
     if not (report.ingested or report.skipped or report.quarantined):
         from echoscreen.errors import IngestError
 

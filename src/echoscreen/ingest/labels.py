@@ -59,12 +59,65 @@ class ClipLabel:
     findings: str | None = None
 
 
+@dataclass(frozen=True)
+class RowLines:
+    """Where the rows of one CSV file are: their line numbers by key (original UID).
+
+    Attributes:
+        path: the file.
+        key: its key column (``study_instance_uid`` or ``sop_instance_uid``).
+        by_key: line numbers of the rows of each key; ``""`` holds rows without a key.
+    """
+
+    path: Path
+    key: str
+    by_key: dict[str, list[int]]
+
+    @property
+    def what(self) -> str:
+        """What a row describes: ``study`` or ``clip``."""
+        return "study" if self.key == "study_instance_uid" else "clip"
+
+    def unmatched(self, matched: set[str]) -> list[int]:
+        """Line numbers, in order, of the rows whose key is not in ``matched``."""
+        return sorted(n for key, lines in self.by_key.items() if key not in matched
+                      for n in lines)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Unmatched:
+    """Rows of one CSV file that matched no study (clip) an ingest run read.
+
+    Attributes:
+        rows: the file's rows.
+        lines: line numbers of those that matched nothing, in order.
+    """
+
+    rows: RowLines
+    lines: list[int]
+
+
 @dataclass
 class Annotations:
-    """Rows of labels.csv and clips.csv keyed by original UID."""
+    """Rows of labels.csv and clips.csv keyed by original UID, and where they are.
+
+    Attributes:
+        studies, clips: what each row says, by original study / SOP instance UID.
+        study_rows, clip_rows: the line numbers of labels.csv / clips.csv rows (None:
+            no such file), to report the rows that matched nothing.
+    """
 
     studies: dict[str, StudyLabel] = field(default_factory=dict)
     clips: dict[str, ClipLabel] = field(default_factory=dict)
+    study_rows: RowLines | None = None
+    clip_rows: RowLines | None = None
+
+    def unmatched(self, studies: set[str], clips: set[str]) -> list[Unmatched]:
+        """The rows of each file whose UID is not among ``studies`` (``clips``), the
+        original UIDs a run read; files whose every row matched are left out."""
+        found = [(rows, rows.unmatched(seen)) for rows, seen in
+                 ((self.study_rows, studies), (self.clip_rows, clips)) if rows is not None]
+        return [Unmatched(rows, lines) for rows, lines in found if lines]  # fmt: skip
 
 
 def _rows(path: Path, key: str) -> list[tuple[int, dict[str, str]]]:
@@ -153,33 +206,34 @@ def load_annotations(labels: Path | None, clips: Path | None) -> Annotations:
     """
     out = Annotations()
     if labels is not None:
-        out.studies = _keyed(labels, "study_instance_uid", _study_row)
+        out.studies, out.study_rows = _keyed(labels, "study_instance_uid", _study_row)
     if clips is not None:
-        out.clips = _keyed(clips, "sop_instance_uid", _clip_row)
+        out.clips, out.clip_rows = _keyed(clips, "sop_instance_uid", _clip_row)
     return out
 
 
 def _keyed(path: Path, key: str, parse: Callable[[Path, int, dict[str, str]], _Row]
-           ) -> dict[str, _Row]:  # fmt: skip
-    """Rows of ``path`` parsed and keyed by their ``key`` column (rows without one skipped).
+           ) -> tuple[dict[str, _Row], RowLines]:  # fmt: skip
+    """Rows of ``path`` parsed and keyed by their ``key`` column (rows without one are not
+    parsed), and the line numbers of every row by key.
 
     Raises:
         IngestError: two rows of one key say different things (which one is right cannot
             be told; the last one silently won before).
     """
     parsed: dict[str, _Row] = {}
-    first: dict[str, int] = {}
+    lines: dict[str, list[int]] = {}
     for line, row in _rows(path, key):
         uid = row[key]
+        lines.setdefault(uid, []).append(line)
         if not uid:
             continue
         value = parse(path, line, row)
         if uid in parsed and parsed[uid] != value:
-            raise IngestError(f"{path} line {line} repeats the {key} of line {first[uid]} with "
-                              "other values; keep one row per UID")  # fmt: skip
+            raise IngestError(f"{path} line {line} repeats the {key} of line {lines[uid][0]} "
+                              "with other values; keep one row per UID")  # fmt: skip
         parsed[uid] = value
-        first.setdefault(uid, line)
-    return parsed
+    return parsed, RowLines(path, key, lines)
 
 
 def _header_years(age: str) -> float | None:

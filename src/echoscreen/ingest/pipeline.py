@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from echoscreen.cpus import usable_cpus
 from echoscreen.ingest.base import UNREADABLE_KEY, ClipSource, Instance, StudyBatch
-from echoscreen.ingest.labels import Annotations, load_annotations, study_fields
+from echoscreen.ingest.labels import Annotations, Unmatched, load_annotations, study_fields
 from echoscreen.ingest.workers import Prepared, Preparer
 
 if TYPE_CHECKING:
@@ -68,6 +68,8 @@ class IngestReport:
             keyed hash of the input's origin, the reason a fixed phrase.
         clips: clips stored.
         seconds: wall time of the run.
+        unmatched: per labels.csv / clips.csv, the rows whose UID matched no study (clip)
+            the run read (stored or skipped), by line number; set by ``finish``.
     """
 
     ingested: int = 0
@@ -75,6 +77,7 @@ class IngestReport:
     quarantined: list[tuple[str, str]] = field(default_factory=list)
     clips: int = 0
     seconds: float = 0.0
+    unmatched: list[Unmatched] = field(default_factory=list)
 
 
 @dataclass
@@ -148,6 +151,8 @@ class Ingestor:
         self.kind = kind
         self.describe = describe
         self.report = IngestReport()
+        #: original study / SOP instance UIDs read that have a labels.csv / clips.csv row
+        self._matched: tuple[set[str], set[str]] = (set(), set())
         self._start = time.perf_counter()
         with site.catalog.session() as s:
             run = IngestRun(source_kind=kind)
@@ -195,6 +200,8 @@ class Ingestor:
         bad = [(inst, reason) for inst, reason in batch.unreadable]
         if batch.key == UNREADABLE_KEY or not batch.instances:
             return _Ticket(bad)
+        if batch.key in self.annotations.studies:  # matched, even when skipped or quarantined
+            self._matched[0].add(batch.key)
         study_id = self.deid.pseudonym_uid(batch.key)
         wanted = self._new_instances(study_id, batch, bad)
         if wanted is None:
@@ -230,10 +237,13 @@ class Ingestor:
         for inst in batch.instances:
             try:
                 ds = pydicom.dcmread(io.BytesIO(inst.data), stop_before_pixels=True)
-                clip_id = self.deid.pseudonym_uid(str(ds.SOPInstanceUID))
+                sop = str(ds.SOPInstanceUID)
+                clip_id = self.deid.pseudonym_uid(sop)
             except Exception as exc:
                 bad.append((inst, f"DICOM header unusable ({type(exc).__name__})"))
                 continue
+            if sop in self.annotations.clips:
+                self._matched[1].add(sop)
             if clip_id in by_clip:
                 bad.append((inst, "duplicate SOPInstanceUID in the study (first copy kept)"))
                 continue
@@ -307,6 +317,7 @@ class Ingestor:
 
         self._preparer.close()
         self.report.seconds = time.perf_counter() - self._start
+        self.report.unmatched = self.annotations.unmatched(*self._matched)
         with self.site.catalog.session() as s:
             run = s.get(IngestRun, self.run_id)
             if run is not None:

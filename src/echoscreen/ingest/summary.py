@@ -1,4 +1,4 @@
-"""Rich tables that summarise an ingest run for the command line."""
+"""Rich tables and warnings that summarise an ingest run for the command line."""
 
 from __future__ import annotations
 
@@ -45,3 +45,24 @@ def report_tables(report: IngestReport, source: str, *, max_refs: int = 20) -> l
             refs.add_row(ref, reason)
         tables.append(refs)
     return tables
+
+
+def report_warnings(report: IngestReport, *, max_lines: int = 10) -> list[str]:
+    """One line per labels.csv / clips.csv whose rows matched nothing the run read.
+
+    Rows are named by line number, never by their (original, identifying) UIDs; at most
+    ``max_lines`` numbers are listed, then how many more.
+    """
+    warnings = []
+    for miss in report.unmatched:
+        n, what, many = len(miss.lines), miss.rows.what, len(miss.lines) > 1
+        shown = ", ".join(map(str, miss.lines[:max_lines]))
+        more = f" and {n - max_lines} more" if n > max_lines else ""
+        others = "studies" if what == "study" else "clips"
+        warnings.append(
+            f"{n} {'rows' if many else 'row'} of {miss.rows.path} "
+            f"{'match' if many else 'matches'} no {what} of this ingest: "
+            f"{'lines' if many else 'line'} {shown}{more}; check {'their' if many else 'its'} "
+            f"{miss.rows.key} (the file may also list {others} of other sources)"
+        )
+    return warnings
