@@ -20,7 +20,6 @@ path parameter.
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 import time
@@ -38,7 +37,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from echoscreen.errors import AuthError, EchoscreenError, OverloadedError, ServiceError
+from echoscreen.errors import (
+    AuthError,
+    BadStudyError,
+    EchoscreenError,
+    OverloadedError,
+    ServiceError,
+)
+from echoscreen.service.stow import part_uids, store_response
 from echoscreen.service.uploads import UploadLimits, parse_upload, read_body, too_large
 
 if TYPE_CHECKING:
@@ -224,14 +230,26 @@ class _Api:
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     async def stow(self, request: Request) -> JSONResponse:
+        """STOW-RS: 200 every part taken into the job, 202 some (the others in the Failed
+        SOP Sequence), 409 none (PS3.18 Store Instances); see :mod:`.stow`."""
         if not request.headers.get("content-type", "").lower().startswith("multipart/related"):
             raise ServiceError('STOW-RS takes multipart/related; type="application/dicom"',
                                status=415)  # fmt: skip
         files = await self.files_of(request)
-        refs, failed = await run_in_threadpool(stow_references, files)
-        if not refs:
-            raise ServiceError("no part of the STOW-RS request is a DICOM instance", status=409)
-        job = await self.submit(request, files, "stow")
+        uids = await run_in_threadpool(part_uids, files)
+        if not any(uids):
+            raise ServiceError("no part of the STOW-RS request is a DICOM instance; send "
+                               "DICOM Part 10 files as application/dicom parts", 409)
+        who = _who(request)
+        try:
+            job, skipped = await run_in_threadpool(
+                lambda: self.engine.admit(files, client=who, source="stow"))
+        except BadStudyError as exc:
+            if exc.status != 422:
+                raise
+            raise ServiceError(f"none of the instances can be screened: {exc}", 409) from None
+        refs, failed = store_response(uids, {int(s["file_index"]): str(s["reason"])
+                                             for s in skipped})  # fmt: skip
         url = f"/v1/jobs/{job}"
         doc = {"00081190": {"vr": "UR", "Value": [str(request.base_url).rstrip("/") + url]},
                "00081199": {"vr": "SQ", "Value": refs}}  # fmt: skip
@@ -239,27 +257,6 @@ class _Api:
             doc["00081198"] = {"vr": "SQ", "Value": failed}
         headers = {"Location": url, "X-Echoscreen-Job": job}
         return JSONResponse(doc, 202 if failed else 200, headers, media_type=DICOM_JSON)
-
-
-def stow_references(files: list[tuple[str, bytes]]) -> tuple[list[Any], list[Any]]:
-    """DICOM JSON items of the STOW-RS response: referenced and failed instances.
-
-    Failure reason 0xC000 (cannot understand) for parts that are not DICOM.
-    """
-    import pydicom
-
-    refs, failed = [], []
-    for _, data in files:
-        try:
-            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True,
-                                 specific_tags=["SOPClassUID", "SOPInstanceUID"])  # fmt: skip
-            cls, uid = str(ds.SOPClassUID), str(ds.SOPInstanceUID)
-        except Exception:  # any parse failure is this part's failure, reported per part
-            failed.append({"00081197": {"vr": "US", "Value": [0xC000]}})
-            continue
-        refs.append({"00081150": {"vr": "UI", "Value": [cls]},
-                     "00081155": {"vr": "UI", "Value": [uid]}})  # fmt: skip
-    return refs, failed
 
 
 def _public_routes(app: FastAPI, engine: ScreeningEngine, metrics: Metrics, scp: Any) -> None:

@@ -24,6 +24,8 @@ IMAGE_CLASSES = frozenset({
     "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.7.1", "1.2.840.10008.5.1.4.1.1.7.2",
     "1.2.840.10008.5.1.4.1.1.7.3", "1.2.840.10008.5.1.4.1.1.7.4",
 })  # fmt: skip
+#: what the reason of a file of another modality says (STOW-RS: SOP class not supported)
+NOT_ULTRASOUND = "not ultrasound (US)"
 #: modalities quoted in reasons (anything else is "another modality")
 _KNOWN_MODALITIES = {"CT", "MR", "CR", "DX", "XA", "NM", "PT", "MG", "OT", "SR", "ECG", "RF", "SC"}
 
@@ -72,7 +74,7 @@ def check_file(data: bytes, max_frames: int) -> tuple[str, str | None]:
             if modality in _KNOWN_MODALITIES
             else ("missing" if not modality else "another modality")
         )
-        return "", f"modality {shown}, not ultrasound (US); send echocardiogram clips only"
+        return "", f"modality {shown}, {NOT_ULTRASOUND}; send echocardiogram clips only"
     try:
         check_image(ds, max_frames=max_frames, pixels=header.has_pixels)
     except DicomDecodeError as exc:  # names the SOP class only, never an instance's UID

@@ -192,6 +192,17 @@ class ScreeningEngine:
         """
         return self._submit(files, client, source, on_done).id
 
+    def admit(self, files: list[tuple[str, bytes]], *, client: str, source: str = "api",
+              on_done: OnDone | None = None) -> tuple[str, list[dict[str, Any]]]:  # fmt: skip
+        """:meth:`submit`, also returning the files the door check refused.
+
+        Returns:
+            ``(job id, [{"file_index", "reason"}])``: the files left out of the job (STOW-RS
+            reports them as failed instances).
+        """
+        job = self._submit(files, client, source, on_done)
+        return job.id, [dict(s) for s in job.skipped]
+
     def screen(self, files: list[tuple[str, bytes]], *, client: str, source: str = "sync",
                timeout: float = 120.0) -> dict[str, Any]:  # fmt: skip
         """Submit a study and wait for its result document.
