@@ -281,6 +281,9 @@ def test_datasite_ls_lists_what_the_identity_may_read(served: Served) -> None:
 
     text = ok("datasite", "ls", "--url", served.url, "--identity", str(served.ids["bob"]))
     assert "cohort-b" in text and "cohort-a" not in text and "bob" in text
+    none = ok("datasite", "ls", "--url", served.url, "--identity", str(served.ids["carol"]))
+    assert f"no dataset is granted to carol at {served.url}: the data site grants one with " \
+           "`echoscreen site grant carol DATASET`" in none and "studies" not in none
 
 
 @pytest.mark.parametrize(("raw", "status"), [

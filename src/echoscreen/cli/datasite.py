@@ -100,6 +100,12 @@ def datasite_ls(
     remote = RemoteSite(url, identity)
     try:
         who = remote.session()
-        out.print(datasets_table(remote.datasets(), f"readable by {who['tenant']} at {url}"))
+        datasets = remote.datasets()
+        if not datasets:  # an empty table would read as a dataset without clips
+            out.print(f"no dataset is granted to {who['tenant']} at {url}: the data site "
+                      f"grants one with `echoscreen site grant {who['tenant']} DATASET`",
+                      soft_wrap=True, markup=False)  # fmt: skip
+            return
+        out.print(datasets_table(datasets, f"readable by {who['tenant']} at {url}"))
     finally:
         remote.close()
