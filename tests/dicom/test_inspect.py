@@ -54,3 +54,32 @@ def test_cli_folder_all_good(pydicom_file: Callable[[str], Path], tmp_path: Path
     proc = run_inspect(tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count(" ok ") == 2 and "Traceback" not in proc.stderr
+
+
+def test_cli_says_which_folders_it_cannot_read(
+    pydicom_file: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """A folder it could not list was skipped without a word: exit 0 with the files of the
+    others, and 'no files found' when it could read none."""
+    from tests.cli import fails, run
+
+    study = tmp_path / "study"
+    for name in ("a", "b"):
+        (study / name).mkdir(parents=True)
+        shutil.copy(pydicom_file("examples_ybr_color.dcm"), study / name / "IM1")
+    try:
+        (study / "b").chmod(0o000)
+        proc = run("inspect", str(study), permissions=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "Traceback" not in proc.stderr and proc.stdout.count(" ok ") == 1
+        assert (f"warning: cannot read folder {study / 'b'} (Permission denied): its files are "
+                "not inspected") in proc.stderr  # fmt: skip
+        (study / "a").chmod(0o000)  # nothing at all could be read: an error
+        text = fails("inspect", str(study), permissions=True,
+                     match="no file could be read: 2 folders could not be read")  # fmt: skip
+        assert f"warning: cannot read folder {study / 'a'} (Permission denied)" in text
+        study.chmod(0o000)  # a named folder is checked by the command line parser
+        fails("inspect", str(study), permissions=True, match=f"'{study}' is not readable")
+    finally:
+        for path in (study, study / "a", study / "b"):
+            path.chmod(0o755)

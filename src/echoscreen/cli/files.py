@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from echoscreen.cli.common import console, out
+from echoscreen.cli.common import console, out, print_warning
 from echoscreen.errors import DicomError
 
 
@@ -101,7 +101,8 @@ def inspect(
 
     from echoscreen.dicom.inspect import inspect_file, iter_files, short_syntax_name
 
-    files = list(iter_files(paths))
+    unreadable: list[OSError] = []
+    files = list(iter_files(paths, unreadable))
     rows = [inspect_file(f) for f in track(files, description="decoding", console=console)]
     table = Table("file", "modality", "frames", "size", "fps", "transfer syntax", "photometric",
                   "regions", "status")
@@ -112,7 +113,14 @@ def inspect(
         status = Text("ok", style="green") if r.ok else Text(r.error or "failed", style="red")
         table.add_row(*(Text(c) for c in cells), status)
     out.print(table)
+    for exc in unreadable:  # rglob skipped them without a word
+        print_warning(f"cannot read folder {exc.filename} ({exc.strerror}): its files are not "
+                      "inspected")  # fmt: skip
     failed = sum(not r.ok for r in rows)
+    if not rows and unreadable:
+        n = len(unreadable)
+        raise DicomError(f"no file could be read: {n} folder{'s' if n > 1 else ''} could not "
+                         "be read (see the warnings); fix their permissions")  # fmt: skip
     if not rows:
         raise DicomError("no files found; name DICOM files or folders that hold them")
     if failed:

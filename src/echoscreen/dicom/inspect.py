@@ -55,15 +55,22 @@ def _raise(exc: OSError) -> None:
     raise exc
 
 
-def walk_files(root: Path) -> Iterator[tuple[str, Path]]:
+def walk_files(root: Path, unreadable: list[OSError] | None = None
+               ) -> Iterator[tuple[str, Path]]:  # fmt: skip
     """``(relative path, path)`` of every file under the folder ``root`` that is not litter
     (:func:`is_litter`), in sorted order; symlinked folders are not entered.
+
+    Args:
+        root: the folder.
+        unreadable: when given, a folder that cannot be listed is appended here (its
+            path in ``filename``) and the walk goes on without it; when None, it raises.
 
     Raises:
         OSError: a folder cannot be listed (no permission, ...), named in ``filename``:
             a walk never leaves part of a study out silently.
     """
-    for dirpath, dirnames, filenames in os.walk(root, onerror=_raise):
+    onerror = _raise if unreadable is None else unreadable.append
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
         rel = Path(dirpath).relative_to(root).as_posix()
         at = "" if rel == "." else f"{rel}/"
         dirnames[:] = sorted(d for d in dirnames if not is_litter(at + d))
@@ -132,19 +139,27 @@ def inspect_file(path: Path) -> InspectRow:
     return row
 
 
-def iter_files(paths: Iterable[Path]) -> Iterator[Path]:
+def iter_files(paths: Iterable[Path], unreadable: list[OSError] | None = None
+               ) -> Iterator[Path]:  # fmt: skip
     """Files named, and files under folders named (recursively, sorted).
 
-    In folders, hidden files and side files (:data:`SIDE_FILE_SUFFIXES`, e.g. a cohort's
-    ``labels.csv``) are skipped. A named path is always yielded, even if it does not
-    exist, so that ``inspect`` reports it.
+    In folders, hidden files and folders, ``__MACOSX`` and side files
+    (:data:`SIDE_FILE_SUFFIXES`, e.g. a cohort's ``labels.csv``) are skipped. A named path
+    is always yielded, even if it does not exist, so that ``inspect`` reports it.
+
+    Args:
+        paths: files and folders.
+        unreadable: when given, folders that cannot be listed are appended here (as
+            :func:`walk_files` says) and skipped; when None, the first one raises.
+
+    Raises:
+        OSError: a folder cannot be listed and ``unreadable`` is None.
     """
     for path in paths:
         if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                rel = child.relative_to(path)
-                if child.is_file() and not any(is_side_file(part) for part in rel.parts):
-                    yield child
+            found = [child for rel, child in walk_files(path, unreadable)
+                     if not any(is_side_file(part) for part in rel.split("/"))]  # fmt: skip
+            yield from sorted(child for child in found if child.is_file())
         else:
             yield path
 
