@@ -12,7 +12,7 @@ import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +43,9 @@ class Live:
 
 
 @contextmanager
-def live_service(published: Published, state: Path) -> Iterator[Live]:
-    """The service of the shared package, its state in ``state``, token ``clinic-a``."""
+def live_service(published: Published, state: Path, **settings: Any) -> Iterator[Live]:
+    """The service of the shared package, its state in ``state``, token ``clinic-a``
+    (``settings``: ``ServiceConfig`` fields to change)."""
     folder = published.train_study_folders()[0]
     study = [(str(p.relative_to(folder)), p.read_bytes())
              for p in sorted(folder.rglob("*")) if p.is_file()]  # fmt: skip
@@ -52,7 +53,7 @@ def live_service(published: Published, state: Path) -> Iterator[Live]:
                         port=0, backend="onnx", cpu_workers=1, job_threads=1, queue_size=2,
                         max_upload_bytes=4 * MiB, max_files=30, max_sync_files=len(study),
                         explain_clips=1, upload_idle_s=1.0, head_timeout_s=1.0)  # fmt: skip
-    with running(cfg) as (url, service):
+    with running(replace(cfg, **settings)) as (url, service):
         tokens = TokenStore(state / "tokens.db")
         yield Live(url, service, tokens, tokens.create("clinic-a"), study)
 

@@ -137,6 +137,8 @@ def test_serve_sigterm_finishes_jobs_in_flight(published: Published, tmp_path: P
         (["--workers", "-1"], "Invalid value for '--workers'"),  # said cpu_workers
         (["--job-threads", "0"], "Invalid value for '--job-threads'"),  # said job_threads
         (["--max-upload-mb", "0"], "Invalid value for '--max-upload-mb'"),
+        (["--max-queued-mb", "0"], "Invalid value for '--max-queued-mb'"),
+        (["--max-upload-mb", "64", "--max-queued-mb", "32"], "--max-queued-mb (32) is less"),
         (["--result-ttl", "0"], "--result-ttl is 0.0; it must be > 0"),  # said result_ttl_s
         (["--backend", "tpu"], "--backend 'tpu' is unknown"),
         (["--ae-title", "A" * 17], "--ae-title"),

@@ -51,6 +51,10 @@ def serve_command(
     max_upload_mb: int = typer.Option(
         512, "--max-upload-mb", min=1, max=1 << 20, help="Largest upload (MiB)."
     ),
+    max_queued_mb: int = typer.Option(
+        2048, "--max-queued-mb", min=1, max=1 << 24,
+        help="Most MiB of studies held at once (accepted, not finished); more get 503.",
+    ),
     max_files: int = typer.Option(500, "--max-files", min=1, help="Most files in one study."),
     max_sync_files: int = typer.Option(
         40, "--max-sync-files", min=1, help="Most files for POST /v1/screen."
@@ -72,7 +76,8 @@ def serve_command(
         dicom_port=dicom_port, ae_title=ae_title, pacs=pacs, backend=backend,
         cpu_workers=workers, job_threads=job_threads, max_batch=max_batch,
         max_wait_ms=max_wait_ms, queue_size=queue_size, result_ttl_s=result_ttl,
-        explain=explain, max_upload_bytes=max_upload_mb << 20, max_files=max_files,
+        explain=explain, max_upload_bytes=max_upload_mb << 20,
+        max_queued_bytes=max_queued_mb << 20, max_files=max_files,
         max_sync_files=max_sync_files,
     ).validate()  # fmt: skip
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")

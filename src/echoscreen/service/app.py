@@ -20,9 +20,11 @@ path parameter.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +46,7 @@ from echoscreen.errors import (
     OverloadedError,
     ServiceError,
 )
+from echoscreen.service.budget import Hold
 from echoscreen.service.stow import part_uids, store_response
 from echoscreen.service.uploads import UploadLimits, parse_upload, read_body, too_large
 
@@ -177,43 +180,60 @@ class _Api:
         request.state.client = name
         return name
 
-    async def files_of(self, request: Request) -> list[tuple[str, bytes]]:
-        """The upload's files (streamed up to the size limit, parsed off the event loop)."""
+    async def files_of(self, request: Request, hold: Hold) -> list[tuple[str, bytes]]:
+        """The upload's files (streamed up to the size limit, parsed off the event loop).
+
+        ``hold`` is grown on the engine's byte budget before the body is kept (503 past
+        ``max_queued_bytes``): to the Content-Length before a byte is read, else as the
+        bytes arrive.
+        """
         coding = request.headers.get("content-encoding", "").strip().lower()
         if coding not in ("", "identity"):  # else its bytes would be read as DICOM or a zip
             raise ServiceError(f"Content-Encoding {coding!r} is not accepted; send the body "
                                "uncompressed (a zip of the study is compressed)", 415)  # fmt: skip
         declared = request.headers.get("content-length")
         size = int(declared) if declared and declared.isdigit() else None
-        body = await read_body(request.stream(), size, self.limits)
+        body = await read_body(request.stream(), size, self.limits, hold)
         ctype = request.headers.get("content-type", "")
         return await run_in_threadpool(parse_upload, body, ctype, self.limits)
 
-    async def submit(self, request: Request, files: list[tuple[str, bytes]], source: str) -> str:
-        who = _who(request)
-        return await run_in_threadpool(lambda: self.engine.submit(files, client=who, source=source))
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[Hold]:
+        """A hold on the engine's byte budget for one upload, given back if the request
+        fails before a job owns it (a job releases its own when it ends)."""
+        hold = self.engine.budget.hold()
+        try:
+            yield hold
+        finally:
+            if hold.job is None:
+                hold.release()
 
     async def post_study(self, request: Request) -> JSONResponse:
-        files = await self.files_of(request)
         source = "web" if request.headers.get("x-echoscreen-source") == "web" else "api"
-        job = await self.submit(request, files, source)
+        who = _who(request)
+        with self.holding() as hold:
+            files = await self.files_of(request, hold)
+            job = await run_in_threadpool(
+                lambda: self.engine.submit(files, client=who, source=source, hold=hold))
         url = f"/v1/jobs/{job}"
         return JSONResponse({"job": job, "status_url": url}, 202, {"Location": url})
 
     async def post_screen(self, request: Request) -> dict[str, Any]:
-        files = await self.files_of(request)
-        n, most = len(files), self.cfg.max_sync_files
-        if n > most:
-            what = f"{n} files are more than the {most} screened synchronously"
-            raise too_large(what, "POST /v1/studies and poll the job")
         if self._sync is None:  # made on first use, inside the event loop
             self._sync = anyio.CapacityLimiter(self.cfg.queue_size + self.cfg.job_threads)
         who = _who(request)
-        # waits on its own limiter: blocked screens never starve the shared thread pool
-        # that token checks and job polls run in
-        return await anyio.to_thread.run_sync(
-            lambda: self.engine.screen(files, client=who, source="sync"), limiter=self._sync
-        )
+        with self.holding() as hold:
+            files = await self.files_of(request, hold)
+            n, most = len(files), self.cfg.max_sync_files
+            if n > most:
+                what = f"{n} files are more than the {most} screened synchronously"
+                raise too_large(what, "POST /v1/studies and poll the job")
+            # waits on its own limiter: blocked screens never starve the shared thread
+            # pool that token checks and job polls run in
+            return await anyio.to_thread.run_sync(
+                lambda: self.engine.screen(files, client=who, source="sync", hold=hold),
+                limiter=self._sync,
+            )
 
     def get_job(self, job_id: str, request: Request) -> dict[str, Any]:
         job = self.engine.job(job_id, _who(request)) if JOB_ID.fullmatch(job_id) else None
@@ -235,19 +255,20 @@ class _Api:
         if not request.headers.get("content-type", "").lower().startswith("multipart/related"):
             raise ServiceError('STOW-RS takes multipart/related; type="application/dicom"',
                                status=415)  # fmt: skip
-        files = await self.files_of(request)
-        uids = await run_in_threadpool(part_uids, files)
-        if not any(uids):
-            raise ServiceError("no part of the STOW-RS request is a DICOM instance; send "
-                               "DICOM Part 10 files as application/dicom parts", 409)
         who = _who(request)
-        try:
-            job, skipped = await run_in_threadpool(
-                lambda: self.engine.admit(files, client=who, source="stow"))
-        except BadStudyError as exc:
-            if exc.status != 422:
-                raise
-            raise ServiceError(f"none of the instances can be screened: {exc}", 409) from None
+        with self.holding() as hold:
+            files = await self.files_of(request, hold)
+            uids = await run_in_threadpool(part_uids, files)
+            if not any(uids):
+                raise ServiceError("no part of the STOW-RS request is a DICOM instance; send "
+                                   "DICOM Part 10 files as application/dicom parts", 409)
+            try:
+                job, skipped = await run_in_threadpool(
+                    lambda: self.engine.admit(files, client=who, source="stow", hold=hold))
+            except BadStudyError as exc:
+                if exc.status != 422:
+                    raise
+                raise ServiceError(f"none of the instances can be screened: {exc}", 409) from None
         refs, failed = store_response(uids, {int(s["file_index"]): str(s["reason"])
                                              for s in skipped})  # fmt: skip
         url = f"/v1/jobs/{job}"

@@ -39,6 +39,9 @@ class ServiceConfig:
         result_ttl_s: how long a finished job's result is kept (s).
         explain: compute saliency key frames; explain_clips: for how many evidence clips.
         max_upload_bytes: largest upload (bytes); max_files: most files in one study;
+        max_queued_bytes: most bytes of studies held at once, over every accepted job not
+            yet finished and every upload being read (at least ``max_upload_bytes``); an
+            upload that would pass it gets 503 with Retry-After before its body is kept;
         max_frames: most frames in one file; max_sync_files: most files for the
             synchronous ``POST /v1/screen``.
         upload_idle_s: longest wait for the next bytes of an upload's body (s); a client
@@ -67,6 +70,7 @@ class ServiceConfig:
     explain: bool = True
     explain_clips: int = 3
     max_upload_bytes: int = 512 << 20
+    max_queued_bytes: int = 2 << 30
     max_files: int = 500
     max_frames: int = 2000
     max_sync_files: int = 40
@@ -101,6 +105,10 @@ class ServiceConfig:
             raise ConfigError(f"--pacs {self.pacs!r} is not an http(s) URL; give the STOW-RS "
                               "base, e.g. http://127.0.0.1:8042/dicom-web")  # fmt: skip
         self._check_counts()
+        if self.max_queued_bytes < self.max_upload_bytes:
+            raise ConfigError(f"--max-queued-mb ({self.max_queued_bytes >> 20}) is less than "
+                              f"--max-upload-mb ({self.max_upload_bytes >> 20}): an upload at "
+                              "the limit could never be accepted; raise it")  # fmt: skip
         return self
 
     def _check_counts(self) -> None:
@@ -123,7 +131,8 @@ class ServiceConfig:
 
 
 #: the ``echoscreen serve`` option of each setting, for messages that say what to change
-#: (``max_upload_bytes`` is ``--max-upload-mb`` x 2**20, which the command bounds itself)
+#: (``max_upload_bytes`` and ``max_queued_bytes`` are ``--max-upload-mb`` and
+#: ``--max-queued-mb`` x 2**20, which the command bounds itself)
 FLAGS = {"port": "--port", "dicom_port": "--dicom-port", "cpu_workers": "--workers",
          "job_threads": "--job-threads", "max_batch": "--max-batch",
          "queue_size": "--queue-size", "max_files": "--max-files",

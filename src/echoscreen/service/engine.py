@@ -29,6 +29,7 @@ from echoscreen.registry.package import ModelPackage, load_package
 from echoscreen.screen.backends import make_backend
 from echoscreen.screen.screener import ClipResult, Screener, ScreenResult, check_reader, read_file
 from echoscreen.service.batching import BatchingBackend
+from echoscreen.service.budget import ByteBudget, Hold
 from echoscreen.service.config import ServiceConfig
 from echoscreen.service.door import check_study
 from echoscreen.service.evidence import considered
@@ -67,6 +68,7 @@ class _Job:
     usable: list[int]
     skipped: list[dict[str, Any]]
     on_done: OnDone | None
+    hold: Hold | None = None
     done: threading.Event = field(default_factory=threading.Event)
     error: ServiceError | None = None
     future: Future[None] | None = None
@@ -96,6 +98,8 @@ class ScreeningEngine:
         self._closing = False
         self._stopped = False
         self._pngs: dict[str, tuple[float, list[bytes]]] = {}
+        #: the bytes of studies held: uploads being read and jobs not finished
+        self.budget = ByteBudget(cfg.max_queued_bytes, self.metrics.queued_bytes.set)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -172,12 +176,14 @@ class ScreeningEngine:
         self.store.fail(job.id, INTERRUPTED, "interrupted")
         self.metrics.jobs.labels(status="interrupted").inc()
         job.error = OverloadedError("the service is stopping; submit the study again")
+        if job.hold is not None:
+            job.hold.release()
         job.done.set()
 
     # -- the API --------------------------------------------------------------------------
 
     def submit(self, files: list[tuple[str, bytes]], *, client: str, source: str = "api",
-               on_done: OnDone | None = None) -> str:  # fmt: skip
+               on_done: OnDone | None = None, hold: Hold | None = None) -> str:  # fmt: skip
         """Check a study at the door and queue it; returns the job id.
 
         Args:
@@ -185,33 +191,38 @@ class ScreeningEngine:
             client: the token's name (``dimse:AE`` for the SCP). source: see ``jobs.SOURCES``.
             on_done: called as ``on_done(job_id, result, files)`` after the result is
                 stored (exceptions are logged; the result is kept).
+            hold: the upload's hold on :attr:`budget` (taken while its body was read);
+                resized to the files' bytes, owned by the job (released when it ends),
+                released here if the study is refused. None: a hold is taken here.
 
         Raises:
             BadStudyError: too many files or bytes, or no usable file (reasons by index).
-            OverloadedError: the queue is full or the service is stopping.
+            OverloadedError: the queue is full, the files would take the bytes held over
+                ``max_queued_bytes``, or the service is stopping.
         """
-        return self._submit(files, client, source, on_done).id
+        return self._submit(files, client, source, on_done, hold).id
 
     def admit(self, files: list[tuple[str, bytes]], *, client: str, source: str = "api",
-              on_done: OnDone | None = None) -> tuple[str, list[dict[str, Any]]]:  # fmt: skip
+              on_done: OnDone | None = None,
+              hold: Hold | None = None) -> tuple[str, list[dict[str, Any]]]:  # fmt: skip
         """:meth:`submit`, also returning the files the door check refused.
 
         Returns:
             ``(job id, [{"file_index", "reason"}])``: the files left out of the job (STOW-RS
             reports them as failed instances).
         """
-        job = self._submit(files, client, source, on_done)
+        job = self._submit(files, client, source, on_done, hold)
         return job.id, [dict(s) for s in job.skipped]
 
     def screen(self, files: list[tuple[str, bytes]], *, client: str, source: str = "sync",
-               timeout: float = 120.0) -> dict[str, Any]:  # fmt: skip
+               timeout: float = 120.0, hold: Hold | None = None) -> dict[str, Any]:  # fmt: skip
         """Submit a study and wait for its result document.
 
         Raises:
             BadStudyError: as :meth:`submit`, or no clip could be read (422).
             ServiceError: 504 when not done within ``timeout`` s (the job goes on).
         """
-        job = self._submit(files, client, source, None)
+        job = self._submit(files, client, source, None, hold)
         if not job.done.wait(timeout):
             raise ServiceError(f"the study was not screened within {timeout:.0f} s; it goes on "
                                f"as job {job.id}: poll /v1/jobs/{job.id}", status=504)  # fmt: skip
@@ -263,7 +274,19 @@ class ScreeningEngine:
         return self.store
 
     def _submit(self, files: list[tuple[str, bytes]], client: str, source: str,
-                on_done: OnDone | None) -> _Job:  # fmt: skip
+                on_done: OnDone | None, hold: Hold | None) -> _Job:  # fmt: skip
+        hold = hold if hold is not None else self.budget.hold()
+        try:
+            hold.resize(sum(len(data) for _, data in files))
+            job = self._queue(files, client, source, on_done, hold)
+        except BaseException:
+            if hold.job is None:
+                hold.release()
+            raise
+        return job
+
+    def _queue(self, files: list[tuple[str, bytes]], client: str, source: str,
+               on_done: OnDone | None, hold: Hold) -> _Job:  # fmt: skip
         store = self._store()
         if self._closing:
             raise OverloadedError("the service is stopping; retry shortly", retry_after=10)
@@ -277,16 +300,25 @@ class ScreeningEngine:
                                       "retry shortly", retry_after=5)  # fmt: skip
             job_id = store.create(client=client, source=source, n_files=len(files),
                                   study=store.pseudonym(door.study_uid))  # fmt: skip
-            job = _Job(job_id, files, door.usable, door.skipped, on_done)
+            job = _Job(job_id, files, door.usable, door.skipped, on_done, hold)
             self._live[job_id] = job
             self._waiting += 1
             self.metrics.queue_depth.set(self._waiting)
             assert self._threads is not None
             job.future = self._threads.submit(self._run, job)
+            hold.job = job_id  # the job releases it when it ends
         return job
 
     def _run(self, job: _Job) -> None:
-        """A job thread's work on one job: screen, store, explain, call back."""
+        """A job thread's work on one job: screen, store, explain, call back; its bytes are
+        given back to the budget however it ends (also if the store has closed)."""
+        try:
+            self._run_job(job)
+        finally:
+            if job.hold is not None:
+                job.hold.release()
+
+    def _run_job(self, job: _Job) -> None:
         store = self._store()
         with self._lock:
             self._waiting -= 1
@@ -308,6 +340,8 @@ class ScreeningEngine:
             self.metrics.in_flight.dec()
             with self._lock:
                 self._live.pop(job.id, None)
+            if job.hold is not None:
+                job.hold.release()  # before done: a waiting screen() sees it given back
             job.done.set()
 
     def _screen_job(self, job: _Job, store: JobStore) -> None:

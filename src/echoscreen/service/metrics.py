@@ -25,6 +25,7 @@ class Metrics:
         request_latency: HTTP request seconds (labels route, method, status).
         queue_depth: jobs waiting to start.
         in_flight: jobs being screened.
+        queued_bytes: bytes of studies held (accepted jobs not finished, uploads being read).
         batch_size: rows per inference call (label model: "view" clips, "rhd" studies).
         decisions: finished studies by decision (screen-positive, normal, inconclusive).
         jobs: finished jobs by status (done, failed, interrupted).
@@ -40,6 +41,10 @@ class Metrics:
         )  # fmt: skip
         self.queue_depth = Gauge("echoscreen_queue_depth", "jobs waiting to start", registry=r)
         self.in_flight = Gauge("echoscreen_in_flight", "jobs being screened", registry=r)
+        self.queued_bytes = Gauge(
+            "echoscreen_queued_bytes",
+            "bytes of studies held (accepted jobs not finished, uploads being read)", registry=r,
+        )  # fmt: skip
         self.batch_size = Histogram(
             "echoscreen_batch_size", "rows per inference call (view: clips, rhd: studies)",
             ["model"], buckets=BATCH_BUCKETS, registry=r,

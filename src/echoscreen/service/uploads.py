@@ -34,6 +34,7 @@ import anyio
 from echoscreen.dicom.inspect import UNSAFE_MEMBER, is_litter, is_unsafe_member
 from echoscreen.errors import BadStudyError, ServiceError
 from echoscreen.ingest.dicomweb import MultipartError, boundary_of, header_param
+from echoscreen.service.budget import Hold
 from echoscreen.service.multipart import TooManyParts, split_parts
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -75,21 +76,26 @@ def too_large(what: str, hint: str | None = None) -> ServiceError:
 
 
 async def read_body(chunks: AsyncIterator[bytes], declared: int | None,
-                    limits: UploadLimits) -> bytes:  # fmt: skip
+                    limits: UploadLimits, hold: Hold | None = None) -> bytes:  # fmt: skip
     """The whole body, read chunk by chunk, refused as soon as it passes the limit.
 
     Args:
         chunks: the body's chunks (Starlette's ``request.stream()``).
         declared: the Content-Length header, if any (checked before reading).
         limits: ``max_bytes`` (+1 MiB of multipart framing) bounds the body.
+        hold: the upload's hold on the service's byte budget: grown to ``declared``
+            before a byte is read, else to the bytes read so far as they arrive.
 
     Raises:
         ServiceError: 413 over the limit; 400 for an empty body; 408 when no bytes came
             for ``limits.idle_s`` seconds.
+        OverloadedError: 503 when the hold would take the budget over its limit.
     """
     cap = limits.max_bytes + FRAMING
     if declared is not None and declared > cap:
         raise too_large(f"the upload is {declared >> 20} MiB, more than {cap >> 20} MiB")
+    if hold is not None and declared is not None:
+        hold.resize(declared)
     pieces: list[bytes] = []  # joined once at the end: one copy of a large body, not two
     size = 0
     stream = aiter(chunks)
@@ -102,10 +108,12 @@ async def read_body(chunks: AsyncIterator[bytes], declared: int | None,
                                f"{size} bytes; send it again", status=408) from None  # fmt: skip
         if chunk is None:
             break
-        pieces.append(chunk)
         size += len(chunk)
         if size > cap:
             raise too_large(f"the upload is more than {cap >> 20} MiB")
+        if hold is not None and size > hold.n:
+            hold.resize(size)  # before the chunk is kept
+        pieces.append(chunk)
     if not size:
         raise ServiceError("the upload is empty; send DICOM files, a zip of a study, or STOW-RS")
     return pieces[0] if len(pieces) == 1 else b"".join(pieces)

@@ -1,0 +1,103 @@
+"""One bound on the study bytes held in memory (``max_queued_bytes``), on the live service.
+
+Every accepted job held its upload until it finished, with no bound but ``queue_size`` x
+``max_upload_bytes`` (64 x 512 MiB). Here the bound is 3 MiB: an upload that would pass it
+gets 503 with Retry-After before its body is read, and the bytes come back when an upload
+fails or a job ends.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.registry.pkgfix import Published
+from tests.service.live import Live, MiB, form, live_service, wait
+
+from echoscreen.errors import ConfigError
+from echoscreen.service.config import ServiceConfig
+
+
+@pytest.fixture(scope="module")
+def live(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    with live_service(published, tmp_path_factory.mktemp("service-state"),
+                      max_upload_bytes=2 * MiB, max_queued_bytes=3 * MiB) as service:  # fmt: skip
+        yield service
+
+
+def _held(c: httpx.Client) -> float:
+    for line in c.get("/metrics").text.splitlines():
+        if line.startswith("echoscreen_queued_bytes "):
+            return float(line.split()[1])
+    raise AssertionError("no echoscreen_queued_bytes in /metrics")
+
+
+def _until(c: httpx.Client, ok: Callable[[float], bool], timeout: float = 10.0) -> float:
+    deadline = time.monotonic() + timeout
+    while True:
+        held = _held(c)
+        if ok(held) or time.monotonic() > deadline:
+            return held
+        time.sleep(0.05)
+
+
+def _head(live: Live, length: int) -> bytes:
+    host = live.url.removeprefix("http://")
+    return (f"POST /v1/studies HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {live.token}"
+            f"\r\nContent-Type: application/zip\r\nContent-Length: {length}\r\n\r\n").encode()
+
+
+def _connect(live: Live) -> socket.socket:
+    host, port = live.url.removeprefix("http://").rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def test_an_upload_over_the_bound_is_503_before_its_body_is_read(live: Live) -> None:
+    with live.client() as c, _connect(live) as slow:
+        assert _held(c) == 0
+        slow.sendall(_head(live, 2 * MiB) + b"PK\x03\x04")  # declared 2 MiB, then stalls
+        assert _until(c, lambda h: h >= 2 * MiB) == 2 * MiB  # held from the head on
+        with _connect(live) as other:  # 2 MiB more would pass 3 MiB: refused at its head
+            start = time.monotonic()
+            other.sendall(_head(live, 2 * MiB))
+            answer = other.recv(65536)
+            assert time.monotonic() - start < 0.9  # not the 408 of a body never sent (1 s)
+        assert answer.startswith(b"HTTP/1.1 503"), answer[:200]
+        assert b"retry-after: 5" in answer.lower()
+        assert b"3 MiB" in answer and live.token.encode() not in answer
+        # without a Content-Length: refused as the bytes arrive past the bound
+        r = c.post("/v1/studies", content=iter([b"PK\x03\x04" + bytes(64 << 10)] * 32),
+                   headers={"Content-Type": "application/zip"})  # fmt: skip
+        assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
+        assert _held(c) == 2 * MiB  # the refused upload held nothing afterwards
+        assert b"stalled" in slow.recv(65536)  # the stalled one: 408 after upload_idle_s
+        assert _until(c, lambda h: h == 0) == 0  # its bytes given back
+
+
+def test_accepted_jobs_hold_their_bytes_until_they_end(live: Live) -> None:
+    with live.client() as c:
+        r = c.post("/v1/studies", files=form(live.study))
+        assert r.status_code == 202, r.text
+        assert wait(c, r.json()["job"])["status"] == "done"
+        assert _until(c, lambda h: h == 0) == 0
+        bad = c.post("/v1/studies", files=form([("a.txt", b"not dicom " * 100)]))
+        assert bad.status_code == 422 and _held(c) == 0  # refused at the door: given back
+        sync = c.post("/v1/screen", files=form(live.study))
+        assert sync.status_code == 200 and _held(c) == 0
+        jobs = [c.post("/v1/studies", files=form(live.study)) for _ in range(2)]
+        assert all(j.status_code == 202 for j in jobs)
+        for j in jobs:
+            assert wait(c, j.json()["job"])["status"] == "done"
+        assert _until(c, lambda h: h == 0) == 0
+
+
+def test_a_bound_below_the_upload_limit_is_refused_at_start(published: Published,
+                                                           tmp_path: Path) -> None:  # fmt: skip
+    cfg = ServiceConfig(registry=published.registry, model=published.ref, state_dir=tmp_path,
+                        max_upload_bytes=8 * MiB, max_queued_bytes=4 * MiB)  # fmt: skip
+    with pytest.raises(ConfigError, match="--max-queued-mb"):
+        cfg.validate()
