@@ -45,8 +45,8 @@ from torch.utils.data import SequentialSampler as _Sequential
 from echoscreen.data.cache import ByteLRU
 from echoscreen.data.sources import ClipInfo, SiteSource
 from echoscreen.errors import DatasiteError
+from echoscreen.vocab import LABELS
 
-LABELS = ("normal", "borderline", "definite")
 Transform = Callable[[torch.Tensor], Any]
 Item = tuple[Any, dict[str, Any]]
 

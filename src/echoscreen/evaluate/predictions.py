@@ -21,11 +21,8 @@ import numpy as np
 
 from echoscreen.errors import EvaluateError
 from echoscreen.evaluate.metrics import FloatArray, IntArray
+from echoscreen.vocab import VIEWS  # the order of p_view
 
-#: view codes in the order of ``p_view`` (the same as ``echoscreen.models.VIEWS``)
-VIEWS = ("plax", "rvin", "psax_av", "psax_mv", "a4c", "a5c", "other")
-#: study classes in the order of ``p3`` (the same as ``echoscreen.models.LABELS``)
-LABELS = ("normal", "borderline", "definite")
 #: study-level scores that can be compared: attention pooling and the clip baselines
 AGGREGATIONS = {"attention": "p_screen", "mean": "p_clip_mean", "vote": "p_clip_vote",
                 "max": "p_clip_max"}  # fmt: skip

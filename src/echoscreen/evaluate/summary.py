@@ -15,8 +15,9 @@ import numpy as np
 
 from echoscreen.evaluate import metrics as m
 from echoscreen.evaluate.bootstrap import bootstrap_ci, bootstrap_difference_ci
-from echoscreen.evaluate.predictions import LABELS, VIEWS, RhdPredictions, ViewPredictions
+from echoscreen.evaluate.predictions import RhdPredictions, ViewPredictions
 from echoscreen.evaluate.subgroups import age_band, sex_group, subgroup_table
+from echoscreen.vocab import LABELS, VIEWS
 
 ONE_CLASS = "the split has only one class (needs screen-positive and normal studies)"
 

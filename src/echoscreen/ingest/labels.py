@@ -9,7 +9,7 @@ values, never the keys. Columns:
   >= 0, or empty).
   ``patient_id`` and any other column are ignored (identifying, not stored).
 - ``clips.csv``: ``sop_instance_uid``, and optionally ``view`` (one of the view
-  classifier's :data:`echoscreen.models.config.VIEWS`, any case, or empty), ``doppler``
+  classifier's :data:`echoscreen.vocab.VIEWS`, any case, or empty), ``doppler``
   (1/0/true/false/yes/no), ``findings``, and ``finding_*``/``*_cm``/``*_mm`` columns
   (stored together as JSON). Other columns (paths, ids) are ignored.
 
@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from echoscreen.errors import IngestError
+from echoscreen.vocab import LABELS, VIEWS
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-LABELS = ("normal", "borderline", "definite")
 _TRUE = {"1", "true", "yes", "y"}
 _FALSE = {"0", "false", "no", "n"}
 _Row = TypeVar("_Row")
@@ -172,9 +172,6 @@ def _view(path: Path, line: int, text: str) -> str | None:
     """A clips.csv view as the view classifier names it: ``A4C`` is ``a4c``; None if empty."""
     if not text:
         return None
-    # imported here: echoscreen.models loads torch, which an ingest without views never needs
-    from echoscreen.models.config import VIEWS
-
     view = text.lower()
     if view not in VIEWS:  # any string was stored: a view the view classifier has no class for
         raise IngestError(f"{path} line {line}: view {text!r} is not one of "

@@ -9,13 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from echoscreen.errors import ConfigError
+from echoscreen.vocab import LABELS, RHD_VIEWS, VIEWS
 
-#: view codes, in the order of the view classifier's logits (same codes as the phantom)
-VIEWS: tuple[str, ...] = ("plax", "rvin", "psax_av", "psax_mv", "a4c", "a5c", "other")
-#: three-class RHD labels (WHF 2012 style); screen-positive means label != "normal"
-LABELS: tuple[str, ...] = ("normal", "borderline", "definite")
-#: views whose clips carry RHD evidence (mitral and aortic valves)
-RHD_VIEWS: tuple[str, ...] = ("plax", "psax_av", "psax_mv", "a4c", "a5c")
+__all__ = ["ARCHS", "LABELS", "RHD_VIEWS", "VIEWS", "Arch", "ModelConfig"]
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-#: allowed values of ``studies.label`` (None: unlabelled)
-LABELS = ("normal", "borderline", "definite")
 #: allowed values of ``dataset_studies.split`` (None: not split yet)
 SPLITS = ("train", "val", "test")
 OID_LEN = 64

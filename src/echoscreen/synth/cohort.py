@@ -30,9 +30,8 @@ from echoscreen.synth.findings import (
     whf_criterion,
 )
 from echoscreen.synth.study import StudyPlan, plan_study, write_study
+from echoscreen.vocab import LABELS, VIEWS
 
-VIEWS = ("plax", "rvin", "psax_av", "psax_mv", "a4c", "a5c", "other")
-LABELS = ("normal", "borderline", "definite")
 TRANSFER_SYNTAX_NAMES = ("jpeg-baseline", "explicit-le", "rle")
 #: most studies of one cohort (patient IDs number them in 5 digits)
 MAX_STUDIES = 100_000
