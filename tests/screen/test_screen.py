@@ -87,6 +87,22 @@ def test_junk_files_are_reported_not_fatal(published: Published, screener: Scree
     assert doc["decision"] == "inconclusive" and doc["reason"] == "no readable clip in the study"
 
 
+def test_file_names_are_printed_as_they_are_and_warnings_on_one_line(
+        published: Published, tmp_path: Path) -> None:  # fmt: skip
+    study = tmp_path / "study"
+    study.mkdir()
+    first, second = (sorted(f.iterdir())[0] for f in published.train_study_folders()[:2])
+    shutil.copy(first, study / "[bold]IM1.dcm")
+    shutil.copy(second, study / "IM2.dcm")  # another study: the CLI warns
+    (study / "[red]notes.txt").write_text("not dicom")
+    res = run_cli("screen", str(study), "--registry", str(published.registry), "--model",
+                  "tiny:1")  # fmt: skip
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stdout + res.stderr
+    assert "[bold]IM1.dcm" in res.stdout and "[red]notes.txt" in res.stdout
+    assert "warning: the files belong to 2 different studies; screen one study at a time\n" \
+        in res.stdout + res.stderr
+
+
 def test_zip_and_single_file(published: Published, screener: Screener, tmp_path: Path) -> None:
     folder = published.train_study_folders()[0]
     archive = tmp_path / "study.zip"

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
-from echoscreen.cli.common import console, out
+from echoscreen.cli.common import console, out, print_warning
 
 
 def _pct(p: float | None) -> str:
@@ -22,12 +23,13 @@ def _print_table(doc: dict[str, Any]) -> None:
     for col in ("#", "file", "view", "confidence", "doppler", "evidence", "attention", "p clip"):
         table.add_column(col)
     for c in doc["clips"]:
-        table.add_row(str(c["index"]), c["file"], c["view"], f"{c['confidence']:.3f}",
+        table.add_row(str(c["index"]), escape(c["file"]), c["view"], f"{c['confidence']:.3f}",
                       f"{'yes' if c['doppler'] else 'no'} ({c['p_doppler']:.2f})",
                       "yes" if c["evidence"] else "", _pct(c["attention"]),
                       _pct(c["p_clip_screen"]))  # fmt: skip
     for s in doc["skipped"]:
-        table.add_row("-", s["file"], f"[red]skipped: {s['reason']}[/]", "", "", "", "", "")
+        table.add_row("-", escape(s["file"]), f"[red]skipped: {escape(s['reason'])}[/]", "", "", "",
+                      "", "")  # fmt: skip
     out.print(table)
     colour = {"screen-positive": "bold red", "normal": "bold green"}.get(doc["decision"], "yellow")
     line = f"decision: [{colour}]{doc['decision']}[/]"
@@ -35,10 +37,10 @@ def _print_table(doc: dict[str, Any]) -> None:
         line += f"  p(screen-positive) = {doc['p_screen']:.3f} (threshold {doc['threshold']:.3f})"
         line += "  " + ", ".join(f"{k} {v:.2f}" for k, v in doc["p3"].items())
     else:
-        line += f"  ({doc['reason']})"
+        line += f"  ({escape(doc['reason'])})"
     out.print(line)
     for w in doc["warnings"]:
-        console.print(f"[yellow]warning:[/] {w}")
+        print_warning(w)
 
 
 def screen_command(
