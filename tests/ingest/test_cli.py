@@ -172,8 +172,8 @@ def test_a_clips_csv_view_that_is_not_a_view_name_is_refused(
     no class for; a case or spacing variant of a view name is that view."""
     from sqlalchemy import select
 
-    from echoscreen.models.config import VIEWS
     from echoscreen.store.schema import Clip
+    from echoscreen.vocab import VIEWS
 
     ingest, ds = _one_study(tmp_path, us_files)
     sop = ds.SOPInstanceUID
@@ -185,6 +185,9 @@ def test_a_clips_csv_view_that_is_not_a_view_name_is_refused(
     assert str(sop) not in text
     with Site.open(tmp_path / "site") as site:
         assert site.summary()["studies"] == 0
+    clips.write_text(f"sop_instance_uid,view,doppler\n{sop},a4c,maybe\n")
+    fails(*args, match=f"{clips} line 2: doppler 'maybe' is not 1/0, true/false, yes/no or y/n "
+          "(or empty)")  # fmt: skip
     clips.write_text(f"sop_instance_uid,view,doppler\n{sop}, A4C ,1\n")
     ok(*args)
     with Site.open(tmp_path / "site") as site, site.catalog.session() as s:

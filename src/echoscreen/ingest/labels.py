@@ -10,8 +10,8 @@ values, never the keys. Columns:
   ``patient_id`` and any other column are ignored (identifying, not stored).
 - ``clips.csv``: ``sop_instance_uid``, and optionally ``view`` (one of the view
   classifier's :data:`echoscreen.vocab.VIEWS`, any case, or empty), ``doppler``
-  (1/0/true/false/yes/no), ``findings``, and ``finding_*``/``*_cm``/``*_mm`` columns
-  (stored together as JSON). Other columns (paths, ids) are ignored.
+  (1/0, true/false, yes/no or y/n, any case), ``findings``, and ``finding_*``/``*_cm``/
+  ``*_mm`` columns (stored together as JSON). Other columns (paths, ids) are ignored.
 
 A UID on two rows of one file must say the same thing on both, else ingest is refused.
 """
@@ -182,7 +182,8 @@ def _view(path: Path, line: int, text: str) -> str | None:
 def _clip_row(path: Path, line: int, row: dict[str, str]) -> ClipLabel:
     doppler_text = row.get("doppler", "").lower()
     if doppler_text and doppler_text not in _TRUE | _FALSE:
-        raise IngestError(f"{path} line {line}: doppler {row['doppler']!r} is not 1/0/true/false")
+        raise IngestError(f"{path} line {line}: doppler {row['doppler']!r} is not 1/0, "
+                          "true/false, yes/no or y/n (or empty)")  # fmt: skip
     doppler = None if not doppler_text else doppler_text in _TRUE
     extra = {k: v for k, v in row.items() if v and _is_finding_column(k)}
     findings = row.get("findings") or None
