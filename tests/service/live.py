@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -80,3 +80,16 @@ def wait(c: httpx.Client, job: str, timeout: float = 120.0) -> dict[str, Any]:
         if doc["status"] not in ("queued", "running") or time.monotonic() > deadline:
             return doc
         time.sleep(0.1)
+
+
+def until(what: str, check: Callable[[], Any], timeout: float = 120.0) -> Any:
+    """``check()``'s first truthy value, polled every 0.2 s; fails the test at the timeout."""
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"{what} did not happen within {timeout:.0f} s")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import sqlite3
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pydicom
 import pytest
 from tests.pacs import Orthanc, free_port
 from tests.registry.pkgfix import Published
+from tests.service.live import until as _until
 from tests.service.screened import stored_instance
 
 from echoscreen.service.config import ServiceConfig
@@ -52,16 +52,6 @@ def _push(storescu: str, port: int, folders: list[Path]) -> list[Path]:
                           capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
     return files
-
-
-def _until(what: str, check: Callable[[], Any], timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"{what} did not happen within {timeout:.0f} s")
 
 
 def _finished(eng: ScreeningEngine, handle: ScpHandle, n: int) -> list[dict[str, Any]]:

@@ -26,6 +26,8 @@ class ServiceConfig:
         host, port: where the HTTP API listens.
         dicom_port: port of the C-STORE SCP (None: no SCP); ae_title: its AE title.
         pacs: STOW-RS base URL results are sent to as SR (None: not sent).
+        sr_outbox_size: most SRs kept in memory while the PACS cannot take them (the
+            oldest is dropped past it); sr_retry_s: seconds between their resends.
         backend: "auto", "onnx" or "torch".
         inference_threads: ONNX Runtime intra-op threads per model session (0: one per
             core). 1 by default: the batcher already runs the two models' batches at
@@ -59,6 +61,8 @@ class ServiceConfig:
     dicom_port: int | None = None
     ae_title: str = "ECHOSCREEN"
     pacs: str | None = None
+    sr_outbox_size: int = 100
+    sr_retry_s: float = 60.0
     backend: str = "auto"
     inference_threads: int = 1
     cpu_workers: int = 0
@@ -113,7 +117,8 @@ class ServiceConfig:
 
     def _check_counts(self) -> None:
         positive = ("job_threads", "max_batch", "queue_size", "explain_clips",
-                    "max_upload_bytes", "max_files", "max_frames", "max_sync_files")  # fmt: skip
+                    "max_upload_bytes", "max_files", "max_frames", "max_sync_files",
+                    "sr_outbox_size")  # fmt: skip
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_flag(name)} is {getattr(self, name)}; it must be at least 1")
@@ -125,7 +130,7 @@ class ServiceConfig:
             raise ConfigError(f"--max-wait-ms is {self.max_wait_ms}; it must be >= 0")
         if not self.result_ttl_s > 0:
             raise ConfigError(f"--result-ttl is {self.result_ttl_s}; it must be > 0 (seconds)")
-        for name in ("upload_idle_s", "head_timeout_s"):
+        for name in ("upload_idle_s", "head_timeout_s", "sr_retry_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} is {getattr(self, name)}; it must be > 0 (seconds)")
 

@@ -30,6 +30,8 @@ class Metrics:
         decisions: finished studies by decision (screen-positive, normal, inconclusive).
         jobs: finished jobs by status (done, failed, interrupted).
         model_info: 1, labelled with the served model and backend.
+        sr_outbox: SRs waiting in memory for the PACS; sr_dropped: SRs dropped because
+            the outbox was full.
     """
 
     def __init__(self) -> None:
@@ -52,6 +54,10 @@ class Metrics:
         self.decisions = Counter("echoscreen_decisions", "screened studies by decision",
                                  ["decision"], registry=r)  # fmt: skip
         self.jobs = Counter("echoscreen_jobs", "finished jobs by status", ["status"], registry=r)
+        self.sr_outbox = Gauge("echoscreen_sr_outbox", "SRs waiting in memory for the PACS",
+                               registry=r)  # fmt: skip
+        self.sr_dropped = Counter("echoscreen_sr_dropped", "SRs dropped: the outbox was full",
+                                  registry=r)  # fmt: skip
         self.model_info = Gauge("echoscreen_model_info", "the served model (value 1)",
                                 ["model", "backend"], registry=r)  # fmt: skip
 

@@ -4,9 +4,11 @@
 type="application/dicom"`` and checks the STOW-RS answer (HTTP status and the Failed
 SOP Sequence). :func:`sr_sender` makes the engine's ``on_done`` callback: it reads the
 originals' headers, builds the SR (:func:`echoscreen.service.sr.build_sr`) and stores
-it, retrying a PACS that cannot be reached. A failure raises :class:`ServiceError`
-(status 502); the engine logs it and the job's result stays available through the API:
-a PACS that is down never loses a result. Messages name the PACS URL and the HTTP
+it, retrying a PACS that cannot be reached; an SR still not stored after the tries is
+kept in an in-memory :class:`~echoscreen.service.outbox.SrOutbox` and sent again when
+the PACS is back. Otherwise a failure raises :class:`ServiceError` (status 502); the
+engine logs it and the job's result stays available through the API: a PACS that is
+down never loses a result. Messages name the PACS URL and the HTTP
 status, never patient data.
 """
 
@@ -23,6 +25,7 @@ import httpx
 from pydicom.dataset import Dataset
 
 from echoscreen.errors import ServiceError
+from echoscreen.service.outbox import SrOutbox, retryable
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +124,8 @@ def originals_of(files: list[tuple[str, bytes]]) -> list[Dataset]:
     return out
 
 
-def sr_sender(url: str, *, timeout: float = 30.0, attempts: int = 3,
-              backoff_s: float = 2.0) -> OnDone:  # fmt: skip
+def sr_sender(url: str, *, timeout: float = 30.0, attempts: int = 3, backoff_s: float = 2.0,
+              outbox: SrOutbox | None = None) -> OnDone:  # fmt: skip
     """The engine's ``on_done`` callback that files each result as an SR on a PACS.
 
     Args:
@@ -131,10 +134,14 @@ def sr_sender(url: str, *, timeout: float = 30.0, attempts: int = 3,
         attempts: tries when the PACS cannot be reached or answers 5xx (a refusal of
             the SR itself is not retried).
         backoff_s: seconds before the second try, doubled after each.
+        outbox: where an SR the PACS could not take after its tries is kept to be sent
+            again (:class:`~echoscreen.service.outbox.SrOutbox`); it is flushed after
+            each SR the PACS stores. None: such an SR is dropped (the callback raises).
 
     Returns:
         ``on_done(job_id, result, files)``; raises :class:`ServiceError` when the SR
-        could not be stored (the engine logs it; the result stays in the job store).
+        could not be stored and is not kept in ``outbox`` (the engine logs it; the
+        result stays in the job store).
     """
     from echoscreen.service.sr import build_sr
 
@@ -144,15 +151,23 @@ def sr_sender(url: str, *, timeout: float = 30.0, attempts: int = 3,
         for attempt in range(1, max(1, attempts) + 1):
             try:
                 stow(url, [sr], timeout=timeout)
-                log.info("job %s: SR stored on the PACS", job_id)
-                return
             except ServiceError as exc:
-                retry = attempt < attempts and isinstance(exc.__cause__, httpx.HTTPError)
+                retry = attempt < attempts and retryable(exc)
                 log.warning("job %s: SR not stored (try %d of %d)%s", job_id, attempt,
                             attempts, "; retrying" if retry else "")  # fmt: skip
-                if not retry:
+                if retry:
+                    time.sleep(wait)
+                    wait *= 2
+                    continue
+                if outbox is None or not retryable(exc):
                     raise
-                time.sleep(wait)
-                wait *= 2
+                outbox.put(job_id, sr)
+                log.warning("job %s: SR kept in memory to be sent again (%d waiting): %s",
+                            job_id, len(outbox), exc)  # fmt: skip
+                return
+            log.info("job %s: SR stored on the PACS", job_id)
+            if outbox is not None and len(outbox):
+                outbox.flush()  # the PACS is back: send what waits
+            return
 
     return send

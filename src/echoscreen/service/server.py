@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from echoscreen.service.config import ServiceConfig
     from echoscreen.service.engine import ScreeningEngine
+    from echoscreen.service.outbox import SrOutbox
 
 _log = logging.getLogger("echoscreen.service")
 
@@ -42,6 +43,7 @@ class Service:
     engine: ScreeningEngine
     app: FastAPI
     scp: Any = None
+    outbox: SrOutbox | None = None
     server: DrainingServer | None = None
 
     def drain(self, timeout: float = 300.0) -> None:
@@ -51,6 +53,9 @@ class Service:
             if self.scp is not None:
                 self.scp.stop()
             self.engine.close(drain=True, timeout=timeout)
+            if self.outbox is not None:
+                self.outbox.flush()  # a last try for what waits; the rest is logged, dropped
+                self.outbox.close()
         except Exception:  # never keep the process up because draining failed
             _log.exception("draining the engine failed")
         finally:
@@ -83,27 +88,33 @@ def build(cfg: ServiceConfig, log_level: str = "warning") -> Service:
     metrics = Metrics()
     engine = ScreeningEngine(cfg, metrics)
     engine.start()
-    scp = None
+    scp = outbox = None
     try:
+        on_done = None
+        if cfg.pacs is not None:
+            from echoscreen.service.outbox import SrOutbox
+            from echoscreen.service.pacs import sr_sender
+
+            outbox = SrOutbox(cfg.pacs, capacity=cfg.sr_outbox_size, retry_s=cfg.sr_retry_s,
+                              metrics=metrics)  # fmt: skip
+            outbox.start()
+            on_done = sr_sender(cfg.pacs, outbox=outbox)
         if cfg.dicom_port is not None:
             from echoscreen.service.scp import start_scp
 
-            on_done = None
-            if cfg.pacs is not None:
-                from echoscreen.service.pacs import sr_sender
-
-                on_done = sr_sender(cfg.pacs)
             scp = start_scp(cfg, engine, on_done)
         tokens = TokenStore(cfg.state_dir / "tokens.db")
         app = create_app(cfg, engine, tokens, metrics, scp)
     except BaseException:
         engine.close(drain=False, timeout=5.0)
+        if outbox is not None:
+            outbox.close()
         raise
     config = uvicorn.Config(app, host=cfg.host, port=cfg.port, lifespan="off",
                             http=with_head_timeout(cfg.head_timeout_s), log_level=log_level,
                             access_log=False, timeout_keep_alive=30,
                             timeout_graceful_shutdown=30)  # fmt: skip
-    service = Service(cfg, engine, app, scp)
+    service = Service(cfg, engine, app, scp, outbox)
     service.server = DrainingServer(config, service.drain)
     return service
 
