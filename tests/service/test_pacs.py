@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import highdicom
 import httpx
 import pytest
 from tests.pacs import Orthanc, free_port
+from tests.registry.pkgfix import Published
+from tests.service.live import form, live_service, until, wait
 from tests.service.screened import Screened, screened, stored_instance
 
 from echoscreen.errors import ServiceError
@@ -83,3 +86,22 @@ def test_rejected_stow_raises_a_service_error_naming_the_http_status(
     with pytest.raises(ServiceError, match=r"rejected the STOW-RS request \(HTTP 404") as err:
         stow(f"{orthanc.url}/no-such-dicomweb-root", [sr])
     assert err.value.status == 502
+
+
+def test_studies_sent_over_http_get_their_sr_on_the_pacs_too(
+    published: Published, orthanc: Orthanc, tmp_path: Path
+) -> None:
+    """With --pacs only the SCP's jobs were given the SR sender: a study uploaded to
+    /v1/studies, /v1/screen or STOW-RS never had its SR sent, though every job's should."""
+    with live_service(published, tmp_path / "state", pacs=orthanc.dicomweb_url,
+                      explain=False) as live, live.client() as c:  # fmt: skip
+        r = c.post("/v1/studies", files=form(live.study))
+        assert r.status_code == 202, r.text
+        job = wait(c, r.json()["job"])
+        assert job["status"] == "done", job
+        sync = c.post("/v1/screen", files=form(live.study))
+        assert sync.status_code == 200, sync.text
+        for job_id, result in ((job["id"], job["result"]), (sync.json()["job"], sync.json())):
+            _, sr = until("the SR in the PACS",
+                          lambda j=job_id: stored_instance(orthanc, sr_uids(j)[1]), 30)  # fmt: skip
+            assert read_sr(sr)["decision"] == result["decision"]

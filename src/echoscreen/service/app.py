@@ -52,7 +52,7 @@ from echoscreen.service.uploads import UploadLimits, parse_upload, read_body, to
 
 if TYPE_CHECKING:
     from echoscreen.service.config import ServiceConfig
-    from echoscreen.service.engine import ScreeningEngine
+    from echoscreen.service.engine import OnDone, ScreeningEngine
     from echoscreen.service.metrics import Metrics
     from echoscreen.service.tokens import TokenStore
 
@@ -120,7 +120,8 @@ def _route(scope: Scope) -> str:
 
 
 def create_app(cfg: ServiceConfig, engine: ScreeningEngine, tokens: TokenStore,
-               metrics: Metrics, scp: Any = None) -> FastAPI:  # fmt: skip
+               metrics: Metrics, scp: Any = None,
+               on_done: OnDone | None = None) -> FastAPI:  # fmt: skip
     """The service's FastAPI application (not started; see :mod:`.server`).
 
     Args:
@@ -129,13 +130,15 @@ def create_app(cfg: ServiceConfig, engine: ScreeningEngine, tokens: TokenStore,
         tokens: the bearer tokens.
         metrics: the process's metrics (``/metrics`` renders them).
         scp: the C-STORE SCP handle when one runs (reported by ``/healthz``).
+        on_done: every job's callback once its result is stored (the SR sender with
+            ``--pacs``), as for the SCP's jobs.
     """
     app = FastAPI(title="echoscreen screening service", docs_url=None, redoc_url=None,
                   openapi_url="/v1/openapi.json")  # fmt: skip
     app.state.draining = False
     _handlers(app)
     app.add_middleware(AccessLog, metrics=metrics)
-    api = _Api(cfg, engine, tokens)
+    api = _Api(cfg, engine, tokens, on_done)
     auth = [Depends(api.client)]
     app.add_api_route("/v1/studies", api.post_study, methods=["POST"], status_code=202,
                       dependencies=auth)  # fmt: skip
@@ -164,8 +167,9 @@ def _who(request: Request) -> str:
 class _Api:
     """The authenticated routes (bound methods registered by :func:`create_app`)."""
 
-    def __init__(self, cfg: ServiceConfig, engine: ScreeningEngine, tokens: TokenStore) -> None:
-        self.cfg, self.engine, self.tokens = cfg, engine, tokens
+    def __init__(self, cfg: ServiceConfig, engine: ScreeningEngine, tokens: TokenStore,
+                 on_done: OnDone | None = None) -> None:  # fmt: skip
+        self.cfg, self.engine, self.tokens, self.on_done = cfg, engine, tokens, on_done
         self.limits = UploadLimits(max_bytes=cfg.max_upload_bytes, max_files=cfg.max_files,
                                    idle_s=cfg.upload_idle_s)  # fmt: skip
         self._sync: anyio.CapacityLimiter | None = None
@@ -214,7 +218,8 @@ class _Api:
         with self.holding() as hold:
             files = await self.files_of(request, hold)
             job = await run_in_threadpool(
-                lambda: self.engine.submit(files, client=who, source=source, hold=hold))
+                lambda: self.engine.submit(files, client=who, source=source, hold=hold,
+                                           on_done=self.on_done))
         url = f"/v1/jobs/{job}"
         return JSONResponse({"job": job, "status_url": url}, 202, {"Location": url})
 
@@ -231,7 +236,8 @@ class _Api:
             # waits on its own limiter: blocked screens never starve the shared thread
             # pool that token checks and job polls run in
             return await anyio.to_thread.run_sync(
-                lambda: self.engine.screen(files, client=who, source="sync", hold=hold),
+                lambda: self.engine.screen(files, client=who, source="sync", hold=hold,
+                                           on_done=self.on_done),
                 limiter=self._sync,
             )
 
@@ -264,7 +270,8 @@ class _Api:
                                    "DICOM Part 10 files as application/dicom parts", 409)
             try:
                 job, skipped = await run_in_threadpool(
-                    lambda: self.engine.admit(files, client=who, source="stow", hold=hold))
+                    lambda: self.engine.admit(files, client=who, source="stow", hold=hold,
+                                              on_done=self.on_done))
             except BadStudyError as exc:
                 if exc.status != 422:
                     raise

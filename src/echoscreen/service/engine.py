@@ -215,14 +215,15 @@ class ScreeningEngine:
         return job.id, [dict(s) for s in job.skipped]
 
     def screen(self, files: list[tuple[str, bytes]], *, client: str, source: str = "sync",
-               timeout: float = 120.0, hold: Hold | None = None) -> dict[str, Any]:  # fmt: skip
-        """Submit a study and wait for its result document.
+               timeout: float = 120.0, hold: Hold | None = None,
+               on_done: OnDone | None = None) -> dict[str, Any]:  # fmt: skip
+        """Submit a study and wait for its result document (``on_done``: as :meth:`submit`).
 
         Raises:
             BadStudyError: as :meth:`submit`, or no clip could be read (422).
             ServiceError: 504 when not done within ``timeout`` s (the job goes on).
         """
-        job = self._submit(files, client, source, None, hold)
+        job = self._submit(files, client, source, on_done, hold)
         if not job.done.wait(timeout):
             raise ServiceError(f"the study was not screened within {timeout:.0f} s; it goes on "
                                f"as job {job.id}: poll /v1/jobs/{job.id}", status=504)  # fmt: skip

@@ -104,7 +104,7 @@ def build(cfg: ServiceConfig, log_level: str = "warning") -> Service:
 
             scp = start_scp(cfg, engine, on_done)
         tokens = TokenStore(cfg.state_dir / "tokens.db")
-        app = create_app(cfg, engine, tokens, metrics, scp)
+        app = create_app(cfg, engine, tokens, metrics, scp, on_done)
     except BaseException:
         engine.close(drain=False, timeout=5.0)
         if outbox is not None:
