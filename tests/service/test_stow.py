@@ -61,6 +61,28 @@ def test_parts_the_door_refuses_are_failed_instances_and_the_answer_is_202(
         assert [s["file_index"] for s in job["result"]["skipped"]] == [len(echo), len(echo) + 1]
 
 
+def test_an_instance_without_its_uids_is_failed_and_not_screened(live: Live) -> None:
+    """A part with no SOP Instance UID was listed as failed (0xC000) in the answer while
+    the door let it into the job and it was screened: now the door refuses it too."""
+    echo = [d for _, d in live.study]
+    ds = pydicom.dcmread(io.BytesIO(echo[0]))
+    del ds.SOPInstanceUID
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    with live.client() as c:
+        r = c.post("/dicomweb/studies", content=_body([buf.getvalue(), *echo[1:]]),
+                   headers={"Content-Type": STOW})  # fmt: skip
+        assert r.status_code == 202, r.text
+        assert _items(r.json(), "00081198") == [(None, None, 0xC000)]
+        job = wait(c, r.headers["x-echoscreen-job"])
+        assert job["status"] == "done", job
+        skipped = job["result"]["skipped"]
+        assert [s["file_index"] for s in skipped] == [0], skipped
+        assert "no SOP Instance UID" in skipped[0]["reason"]
+        assert 0 not in {e["file_index"] for e in job["result"]["evidence"]["considered"]
+                         if e["clip"] is not None}  # fmt: skip
+
+
 def test_a_request_with_nothing_to_store_is_409_with_a_reason(
     live: Live, pydicom_file: Callable[[str], Path]
 ) -> None:

@@ -75,6 +75,9 @@ def check_file(data: bytes, max_frames: int) -> tuple[str, str | None]:
             else ("missing" if not modality else "another modality")
         )
         return "", f"modality {shown}, {NOT_ULTRASOUND}; send echocardiogram clips only"
+    if not sop or not str(ds.get("SOPInstanceUID", "") or ""):  # both Type 1 in every IOD
+        return "", ("the DICOM header has no SOP Class UID or no SOP Instance UID, which "
+                    "every DICOM instance has; send the files as the scanner wrote them")
     try:
         check_image(ds, max_frames=max_frames, pixels=header.has_pixels)
     except DicomDecodeError as exc:  # names the SOP class only, never an instance's UID
