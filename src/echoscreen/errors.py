@@ -111,3 +111,29 @@ class AuthError(ServiceError):
     """A request has no bearer token, or an unknown or revoked one."""
 
     status = 401
+
+
+def cannot_listen(host: str, port: int, exc: OSError) -> ConfigError:
+    """The error for a server address that cannot be bound, saying what to change.
+
+    Args:
+        host, port: the address asked for (``--host``, ``--port``).
+        exc: what ``bind`` raised (a ``getaddrinfo`` errno for a host that does not resolve;
+            ``socket.create_server`` keeps the errno but not the ``gaierror`` class).
+    """
+    import errno
+    import socket
+
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        why = "the port is in use (is another server running there?); stop it, or choose " \
+              "another --port (0: any free one)"  # fmt: skip
+    elif exc.errno == errno.EACCES:
+        why = "permission denied: ports below 1024 need privileges; choose --port 1024 or above"
+    elif isinstance(exc, socket.gaierror) or exc.errno in {
+            errno.EADDRNOTAVAIL, socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)}:
+        why = (f"{host} is not an address of this machine; use 127.0.0.1 (this machine only), "
+               "0.0.0.0 (every interface) or one of its own addresses")  # fmt: skip
+    else:
+        why = exc.strerror or str(exc)
+    return ConfigError(f"cannot listen on {where}: {why}")

@@ -81,6 +81,14 @@ def test_pki_and_grants_end_to_end(tmp_path: Path) -> None:
                 except httpx.ConnectError:
                     time.sleep(0.1)
             assert [x["shape"] for x in r.json()["clips"]] == [list(SHAPE)] * 2
+            # a second server on the same port, or on an address not this machine's
+            fails("datasite", "serve", "--site", str(site), "--port", str(port),
+                  match=f"error: cannot listen on 127.0.0.1:{port}: the port is in use (is "
+                        "another server running there?); stop it, or choose another --port "
+                        "(0: any free one)")  # fmt: skip
+            fails("datasite", "serve", "--site", str(site), "--host", "256.1.1.1",
+                  match="cannot listen on 256.1.1.1:8443: 256.1.1.1 is not an address of this "
+                        "machine; use 127.0.0.1")  # fmt: skip
             ok("site", "revoke-grant", "alice", "cohort", "--site", str(site))
             assert c.get("/v1/datasets/cohort/clips").status_code == 404
             ok("pki", "revoke", "alice", "--site", str(site))

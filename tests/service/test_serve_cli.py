@@ -194,4 +194,4 @@ def test_serve_on_a_port_in_use_is_one_line(published: Published, tmp_path: Path
         port = taken.getsockname()[1]
         fails("serve", "--registry", str(published.registry), "--model", published.ref,
               "--state", str(tmp_path / "state"), "--port", str(port), "--backend", "onnx",
-              match="Address already in use")  # fmt: skip
+              match=f"error: cannot listen on 127.0.0.1:{port}: the port is in use")  # fmt: skip

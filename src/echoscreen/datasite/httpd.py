@@ -44,6 +44,7 @@ import h11
 from starlette.concurrency import run_in_threadpool
 
 from echoscreen.datasite.tls import tls_extension
+from echoscreen.errors import cannot_listen
 
 log = logging.getLogger("echoscreen.datasite")
 #: ASGI extension this server adds to every scope: the request runs in its connection's
@@ -110,7 +111,10 @@ class ThreadedServer:
     def run(self) -> None:
         """Listen and serve until ``should_exit``; then close connections and return."""
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        listener = socket.create_server((self.host, self.port), family=family, backlog=128)
+        try:
+            listener = socket.create_server((self.host, self.port), family=family, backlog=128)
+        except OSError as exc:
+            raise cannot_listen(self.host, self.port, exc) from None
         listener.settimeout(0.2)
         self.port = int(listener.getsockname()[1])
         self.started = True

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from echoscreen.errors import IngestError
+from echoscreen.errors import IngestError, cannot_listen
 from echoscreen.ingest.base import Instance, StudyBatch, group_by_study
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class StoreSCP:
         """Start listening in the background (returns at once).
 
         Raises:
-            IngestError: the port cannot be bound (in use, or privileged).
+            ConfigError: the port cannot be bound (in use, privileged, not this host's).
         """
         from pynetdicom import evt
 
@@ -159,10 +159,7 @@ class StoreSCP:
             )
         except OSError as exc:
             self._queue.put(None)
-            raise IngestError(
-                f"cannot listen on {self.host}:{self._requested_port} ({exc}); "
-                "choose another --port (ports below 1024 need privileges)"
-            ) from exc
+            raise cannot_listen(self.host, self._requested_port, exc) from None
 
     def stop(self) -> None:
         """Stop listening, then wait until every received study has been delivered."""

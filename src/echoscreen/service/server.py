@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from echoscreen.errors import ServiceError
+from echoscreen.errors import ServiceError, cannot_listen
 from echoscreen.service.protocol import with_head_timeout
 
 if TYPE_CHECKING:
@@ -181,6 +181,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise cannot_listen(host, port, exc) from None
     except BaseException:
         sock.close()
         raise
