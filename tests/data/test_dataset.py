@@ -117,7 +117,7 @@ def test_remote_errors_are_clear(served: Served, tmp_path: Path) -> None:
         RemoteSite(served.url.replace("https", "http"), served.ids["alice"])
     with pytest.raises(DatasiteError, match="404"):
         ClipDataset(RemoteSite(served.url, served.ids["alice"]), "cohort-b", None)
-    with pytest.raises(DatasiteError, match="cannot talk"):
+    with pytest.raises(DatasiteError, match="identity is from another site"):
         RemoteSite(served.url, served.ids["foreign"]).datasets()
     with pytest.raises(DatasiteError, match="no dataset"):
         ClipDataset(LocalSite(served.site.path), "nope", None)

@@ -14,6 +14,7 @@ the array handed over.
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import threading
 import time
@@ -36,6 +37,59 @@ from echoscreen.errors import DatasiteError
 from echoscreen.store import tensors
 
 IDENTITY_FILES = ("client.crt", "client.key", "ca.crt")
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost error under ``exc`` (httpx wraps httpcore, which wraps the OSError)."""
+    seen = {id(exc)}
+    while (inner := exc.__cause__ or exc.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        exc = inner
+    return exc
+
+
+def _expiry(identity: Path) -> str:
+    try:
+        from cryptography import x509
+
+        cert = x509.load_pem_x509_certificate((identity / "client.crt").read_bytes())
+        return f" on {cert.not_valid_after_utc:%Y-%m-%d}"
+    except (OSError, ValueError):
+        return ""
+
+
+def cannot_talk(url: str, identity: Path, timeout_s: float, exc: BaseException) -> DatasiteError:
+    """The one-line error of a connection to the data server that failed, by its cause:
+    nothing listening, no answer in time, a host that does not resolve, a server
+    certificate the identity's CA does not vouch for, or a client certificate the server
+    refused (expired, or not of this site)."""
+    root = _root_cause(exc)
+    text = str(root) or root.__class__.__name__
+    ident = f"the identity in {identity}"
+    if isinstance(root, ConnectionRefusedError):
+        why = (f"nothing is listening at {url} (connection refused): the data server is "
+               "not running there; start it (`echoscreen datasite serve`) or check the URL")
+    elif isinstance(root, (TimeoutError, httpx.TimeoutException)):
+        why = (f"the data server at {url} did not answer within {timeout_s:g} s: check that "
+               "it is running and not overloaded, and that the network lets the port through")
+    elif isinstance(root, socket.gaierror):
+        why = f"the host of {url} is not known ({text}): check the URL"
+    elif isinstance(root, ssl.SSLCertVerificationError):
+        why = (f"the server at {url} is not one {ident} trusts ({root.verify_message}): the "
+               "identity is from another site, or the URL names another server; use the "
+               "folder this site's `echoscreen pki issue` wrote")  # fmt: skip
+    elif "ALERT_CERTIFICATE_EXPIRED" in text:
+        why = (f"the data server at {url} refused {ident}: its certificate expired"
+               f"{_expiry(identity)}; ask the data site for a new one "
+               "(`echoscreen pki issue TENANT --out DIR`)")  # fmt: skip
+    elif "ALERT" in text and isinstance(root, ssl.SSLError):
+        why = (f"the data server at {url} refused the certificate of {ident} ({text}): it "
+               "is not one this site issued; use the folder its `echoscreen pki issue` wrote")
+    else:
+        why = (f"cannot talk to the data server at {url} ({root.__class__.__name__}: {text}); "
+               f"check the URL, that the server is running, and that {ident} is issued by "
+               "this site")  # fmt: skip
+    return DatasiteError(why)
+
 
 def _detail(resp: httpx.Response) -> str:
     try:
@@ -135,11 +189,7 @@ class RemoteSite:
             try:
                 resp = self.client.request(method, path, **kw)
             except httpx.TransportError as exc:
-                raise DatasiteError(
-                    f"cannot talk to the data server at {self.url} ({exc.__class__.__name__}: "
-                    f"{exc}); check the URL, and that the identity in {self.identity} is "
-                    "issued by this site and not revoked"
-                ) from exc
+                raise cannot_talk(self.url, self.identity, self.timeout_s, exc) from exc
             if resp.status_code == 429 and attempt < self.retries:
                 time.sleep(min(30.0, float(resp.headers.get("retry-after", "1"))))
                 continue
@@ -234,11 +284,7 @@ class RemoteSite:
             except (WireError, tensors.TensorFormatError) as exc:
                 raise DatasiteError(f"malformed answer from the data server: {exc}") from exc
             except (OSError, ValueError, IndexError) as exc:
-                raise DatasiteError(
-                    f"cannot talk to the data server at {self.url} ({exc.__class__.__name__}: "
-                    f"{exc}); check the URL, and that the identity in {self.identity} is "
-                    "issued by this site and not revoked"
-                ) from exc
+                raise cannot_talk(self.url, self.identity, self.timeout_s, exc) from exc
             if status == 429 and attempt < self.retries:
                 time.sleep(min(30.0, float(headers.get("retry-after", "1"))))
                 continue

@@ -1,0 +1,162 @@
+"""How the compute side fails when the data server is gone, silent, or refuses the identity.
+
+Real mTLS on loopback: the real data server (stopped under a dataset in use), a real
+socket that accepts and never answers (before TLS, and after a TLS handshake with the
+site's own certificate), and identities the server refuses (an expired certificate of
+this site's CA, a certificate of another site's CA). Each failure is one
+``DatasiteError`` line that names the server and says what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from tests.datasite.sitefix import Served, make_site
+
+from echoscreen.data import ClipDataset, RemoteSite
+from echoscreen.datasite import pki
+from echoscreen.datasite.limits import Limits
+from echoscreen.datasite.schema import IssuedCert
+from echoscreen.datasite.server import ServerConfig, free_port, running
+from echoscreen.datasite.tls import server_context
+from echoscreen.errors import DatasiteError
+
+
+def test_a_server_stopped_under_a_dataset_in_use_is_named_with_what_to_do(
+    tmp_path: Path,
+) -> None:
+    site, ids, truth = make_site(tmp_path)
+    cfg = ServerConfig(site.path, port=free_port(), limits=Limits(max_batch=8))
+    url = f"https://127.0.0.1:{cfg.port}"
+    refused = rf"nothing is listening at {url} \(connection refused\): .*start it"
+    try:
+        with running(cfg):
+            ds = ClipDataset(RemoteSite(url, ids["alice"]), "cohort-a", None, cache_bytes=0)
+            x, meta = ds[0]
+            assert np.array_equal(x.numpy(), truth["cohort-a"][meta["clip"]])
+        with ds:  # the pooled socket is dead and nothing listens: one clear error
+            with pytest.raises(DatasiteError, match=refused):
+                ds[1]
+            with pytest.raises(DatasiteError, match=refused):
+                ds.source.datasets()
+    finally:
+        site.close()
+
+
+@pytest.fixture(params=["before TLS", "after TLS"])
+def silent(request: pytest.FixtureRequest, served: Served) -> Iterator[str]:
+    """A listener that accepts every connection and never answers: before TLS (a bare
+    TCP accept), or after completing the TLS handshake with the site's certificate."""
+    tls = request.param == "after TLS"
+    ctx = server_context(pki.require_pki(served.site.path))
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def loop() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                held.append(ctx.wrap_socket(conn, server_side=True) if tls else conn)
+            except (OSError, ssl.SSLError):
+                conn.close()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+    for s in held:
+        s.close()
+
+
+def test_a_server_that_never_answers_times_out_with_a_clear_line(
+    served: Served, silent: str
+) -> None:
+    late = rf"the data server at {silent} did not answer within 1 s: check that it is running"
+    remote = RemoteSite(silent, served.ids["alice"], timeout_s=1)
+    try:
+        start = time.monotonic()
+        with pytest.raises(DatasiteError, match=late):
+            remote.datasets()
+        remote._session = {"limits": {"max_batch": 8}}  # straight to the batch socket pool
+        with pytest.raises(DatasiteError, match=late):
+            remote.fetch(["1.2.826.0.1.1.1.1"])
+        assert time.monotonic() - start < 10
+    finally:
+        remote.close()
+
+
+def _expired_identity(served: Served, out: Path) -> Path:
+    """An identity of alice signed by the site's CA and on record, expired 35 days ago."""
+    paths = pki.pki_paths(served.site.path)
+    ca = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key, now = ec.generate_private_key(ec.SECP256R1()), datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "alice")]))
+        .issuer_name(ca.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=400)).not_valid_after(now - timedelta(days=35))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    der = cert.public_bytes(serialization.Encoding.DER)
+    with served.site.catalog.session() as s:
+        s.add(IssuedCert(serial=pki.cert_serial(cert), tenant="alice",
+                         fingerprint=hashlib.sha256(der).hexdigest(),
+                         not_after=cert.not_valid_after_utc))  # fmt: skip
+    out.mkdir()
+    (out / "client.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))  # fmt: skip
+    (out / "client.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    shutil.copy(paths.ca_cert, out / "ca.crt")
+    return out
+
+
+def test_an_identity_the_server_refuses_at_tls_is_named_with_what_to_do(
+    served: Served, tmp_path: Path
+) -> None:
+    expired = _expired_identity(served, tmp_path / "expired")
+    day = (datetime.now(UTC) - timedelta(days=35)).strftime("%Y-%m-%d")
+    mixed = tmp_path / "mixed"  # another site's certificate and key beside this site's CA
+    shutil.copytree(served.ids["foreign"], mixed)
+    shutil.copy(served.ids["alice"] / "ca.crt", mixed / "ca.crt")
+    cases = {
+        expired: rf"refused the identity in {expired}: its certificate expired on {day}; "
+                 r"ask the data site for a new one \(`echoscreen pki issue",
+        mixed: rf"refused the certificate of the identity in {mixed} \(.*UNKNOWN_CA.*\): it is "
+               "not one this site issued",
+        served.ids["foreign"]: rf"the server at {served.url} is not one the identity in "
+                               rf"{served.ids['foreign']} trusts \(.*\): the identity is from "
+                               "another site",
+    }  # fmt: skip
+    for identity, expect in cases.items():
+        remote = RemoteSite(served.url, identity)
+        try:
+            with pytest.raises(DatasiteError, match=expect):
+                remote.datasets()
+            remote._session = {"limits": {"max_batch": 8}}
+            with pytest.raises(DatasiteError, match=expect):
+                remote.fetch(["1.2.826.0.1.1.1.1"])
+        finally:
+            remote.close()
