@@ -160,3 +160,40 @@ def test_an_identity_the_server_refuses_at_tls_is_named_with_what_to_do(
                 remote.fetch(["1.2.826.0.1.1.1.1"])
         finally:
             remote.close()
+
+
+def test_ranks_starved_by_the_rate_limit_give_up_with_what_to_do(tmp_path: Path) -> None:
+    """Two readers of one tenant (DDP ranks): one keeps taking small batches as tokens
+    come back, so the other's larger batch never finds enough and its retries run out."""
+    site, ids, truth = make_site(tmp_path)
+    limits = Limits(max_batch=8, rate=4, burst=8)
+    cids = sorted(truth["cohort-a"])
+    stop, going = threading.Event(), threading.Event()
+    try:
+        with running(ServerConfig(site.path, port=0, limits=limits)) as url:
+            greedy = RemoteSite(url, ids["alice"], retries=1000)
+
+            def take() -> None:
+                while not stop.is_set():
+                    greedy.fetch(cids[:2])
+                    going.set()
+
+            thread = threading.Thread(target=take, daemon=True)
+            thread.start()
+            assert going.wait(10)
+            starved = RemoteSite(url, ids["alice"], retries=2)
+            try:
+                start = time.monotonic()
+                gave_up = (rf"the data server at {url} still refused POST /v1/clips:batch over "
+                           r"the tenant's rate limit \(rate limit: 4 clips/s per tenant\) after 2 "
+                           r"retries over \d+ s: .*fewer ranks.*`datasite serve --rate`")
+                with pytest.raises(DatasiteError, match=gave_up):
+                    starved.fetch(cids)
+                assert time.monotonic() - start < 15
+            finally:
+                stop.set()
+                thread.join(10)
+                starved.close()
+                greedy.close()
+    finally:
+        site.close()

@@ -91,6 +91,16 @@ def cannot_talk(url: str, identity: Path, timeout_s: float, exc: BaseException) 
     return DatasiteError(why)
 
 
+def _wait(headers: Any) -> float:
+    """Sleep the ``Retry-After`` of a 429 answer (1 s without one, at most 30 s)."""
+    try:
+        wait = min(30.0, max(0.0, float(headers.get("retry-after", "1"))))
+    except ValueError:
+        wait = 1.0
+    time.sleep(wait)
+    return wait
+
+
 def _detail(resp: httpx.Response) -> str:
     try:
         return str(resp.json().get("detail", resp.text))[:300]
@@ -185,20 +195,33 @@ class RemoteSite:
         Raises:
             DatasiteError: TLS or connection failure, or a 4xx/5xx answer (with its reason).
         """
+        waited = 0.0
         for attempt in range(self.retries + 1):
             try:
                 resp = self.client.request(method, path, **kw)
             except httpx.TransportError as exc:
                 raise cannot_talk(self.url, self.identity, self.timeout_s, exc) from exc
-            if resp.status_code == 429 and attempt < self.retries:
-                time.sleep(min(30.0, float(resp.headers.get("retry-after", "1"))))
-                continue
+            if resp.status_code == 429:
+                if attempt < self.retries:
+                    waited += _wait(resp.headers)
+                    continue
+                raise self._over_rate(f"{method} {path}", _detail(resp), waited)
             if resp.status_code >= 400:
                 raise DatasiteError(
                     f"data server refused {method} {path} ({resp.status_code}): {_detail(resp)}"
                 )
             return resp
         raise AssertionError("unreachable")
+
+    def _over_rate(self, what: str, detail: str, waited: float) -> DatasiteError:
+        """The error of a request still over the tenant's rate after every retry."""
+        return DatasiteError(
+            f"the data server at {self.url} still refused {what} over the tenant's rate "
+            f"limit ({detail}) after {self.retries} retries over {waited:.0f} s: this run "
+            "reads faster than the site allows (all its ranks and workers share one "
+            "rate); use fewer ranks or a smaller --batch-size, or ask the data site to "
+            "raise `datasite serve --rate`"
+        )
 
     def session(self) -> dict[str, Any]:
         """``GET /v1/session``: tenant, certificate serial and the server's limits."""
@@ -272,6 +295,7 @@ class RemoteSite:
         ``on_record``; retry 429s; map failures."""
         path = "/v1/clips:batch"
         body = json.dumps({"ids": ids, "accept": [tensors.ZSTD]}).encode()
+        waited = 0.0
         for attempt in range(self.retries + 1):
             try:
                 status, headers, data = self.blocks.post(path, body, "application/json",
@@ -286,13 +310,15 @@ class RemoteSite:
             except (OSError, ValueError, IndexError) as exc:
                 raise cannot_talk(self.url, self.identity, self.timeout_s, exc) from exc
             if status == 429 and attempt < self.retries:
-                time.sleep(min(30.0, float(headers.get("retry-after", "1"))))
+                waited += _wait(headers)
                 continue
             if status >= 400:
                 try:
                     detail = str(json.loads(bytes(data)).get("detail", ""))[:300]
                 except (ValueError, AttributeError):
                     detail = bytes(data[:300]).decode("utf-8", "replace")
+                if status == 429:
+                    raise self._over_rate(f"POST {path}", detail, waited)
                 raise DatasiteError(f"data server refused POST {path} ({status}): {detail}")
             if not headers.get("content-type", "").startswith(BATCH_TYPE):
                 raise DatasiteError(f"unexpected answer type {headers.get('content-type')!r}")
