@@ -75,3 +75,15 @@ def test_elastic_restart_resumes(tiny_cfg: TrainConfig, monkeypatch: pytest.Monk
     assert fit(cfg, progress=False)["epochs"] == 2  # same command line, no --resume
     lines = (cfg.run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["epoch"] for r in lines] == [1, 2]
+
+
+def test_resume_reads_the_folder_given_not_the_one_it_was_copied_from(
+        tiny_cfg: TrainConfig, tmp_path: Path) -> None:  # fmt: skip
+    fit(tiny_cfg, progress=False)
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_cfg.run, moved)  # config.json still names the original folder
+    (moved / "checkpoint.pt").write_bytes(b"damaged")
+    before = {p.name: p.stat().st_mtime_ns for p in tiny_cfg.run.iterdir()}
+    # it resumed (and rewrote the predictions of) the original run instead, and exited 0
+    fails("train", "view", "--run", str(moved), "--resume", match=f"checkpoint {moved}")
+    assert {p.name: p.stat().st_mtime_ns for p in tiny_cfg.run.iterdir()} == before

@@ -59,7 +59,7 @@ def _train(task: str, run: Path, resume: bool, quiet: bool, given: dict[str, Any
         if given:
             flags = ", ".join("--" + k.replace("_", "-") for k in given)
             raise ConfigError(f"--resume continues the settings saved in {run}; drop {flags}")
-        cfg = TrainConfig.load(run / "config.json").with_resume()
+        cfg = TrainConfig.resumed(run)
         if cfg.task != task:
             raise ConfigError(f"{run} is a {cfg.task!r} run; resume it with `train {cfg.task}`")
     else:

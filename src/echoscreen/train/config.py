@@ -18,8 +18,9 @@ from echoscreen.errors import ConfigError
 TASKS = ("view", "rhd")
 SCHEDULES = ("cosine", "onecycle")
 MODEL_SIZES = ("small", "large")
-#: fields that do not change what a run computes (a resumed run may differ in them)
-_NOT_IDENTITY = ("resume",)
+#: fields that do not change what a run computes (a resumed run may differ in them; a run
+#: folder that was moved or copied holds a config naming its old place)
+_NOT_IDENTITY = ("resume", "run")
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,18 @@ class TrainConfig:
     def with_resume(self) -> TrainConfig:
         """A copy with ``resume=True``."""
         return replace(self, resume=True)
+
+    @classmethod
+    def resumed(cls, run: Path) -> TrainConfig:
+        """The config saved in ``run/config.json``, to continue that run in ``run``.
+
+        ``run`` replaces the folder the file names: a run folder that was moved or copied
+        still names its old place, and resuming must neither read nor write there.
+
+        Raises:
+            ConfigError: missing or malformed file.
+        """
+        return replace(cls.load(Path(run) / "config.json"), run=Path(run), resume=True)
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
