@@ -87,3 +87,19 @@ def test_resume_reads_the_folder_given_not_the_one_it_was_copied_from(
     # it resumed (and rewrote the predictions of) the original run instead, and exited 0
     fails("train", "view", "--run", str(moved), "--resume", match=f"checkpoint {moved}")
     assert {p.name: p.stat().st_mtime_ns for p in tiny_cfg.run.iterdir()} == before
+
+
+@pytest.mark.parametrize("foreign", [{"epoch": 1}, [1, 2], "rhd"])
+def test_resume_of_a_foreign_checkpoint_is_refused(tiny_cfg: TrainConfig, foreign: object) -> None:
+    import torch
+
+    fit(tiny_cfg, progress=False)
+    ckpt = tiny_cfg.run / "checkpoint.pt"
+    if foreign == "rhd":  # a whole checkpoint, of a model of the other task
+        from echoscreen.models import ModelConfig, create_model
+
+        foreign = {**torch.load(ckpt, weights_only=False),
+                   "model": create_model("rhd", ModelConfig(frames=8, image=32)).state_dict()}
+    torch.save(foreign, ckpt)
+    fails("train", "view", "--run", str(tiny_cfg.run), "--resume",
+          match=f"{ckpt} is not a checkpoint of this run")  # fmt: skip

@@ -169,18 +169,34 @@ def _setup(cfg: TrainConfig, env: DistEnv, loaders: Loaders, resume: bool) -> _S
                 _scheduler(cfg, opt, len(loaders.train)),
                 torch.amp.GradScaler(env.device.type, enabled=fp16))  # fmt: skip
     if resume:
-        state = ck.load(cfg.run / "checkpoint.pt")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        st.sched.load_state_dict(state["scheduler"])
-        st.scaler.load_state_dict(state["scaler"])
-        ck.set_rng_state(state["rng"])
-        st.start, st.best = int(state["epoch"]), float(state["best"])
+        _restore(st, cfg.run / "checkpoint.pt")
     elif env.main:
         cfg.run.mkdir(parents=True, exist_ok=True)
         cfg.save(cfg.run / "config.json")
         (cfg.run / "clips.json").write_text(json.dumps(loaders.stored_clips(), indent=1) + "\n")
     return st
+
+
+def _restore(st: _State, path: Path) -> None:
+    """Load ``path`` into the run's state.
+
+    Raises:
+        ConfigError: the file is no checkpoint of this run (another task's or model's,
+            or a file lacking its parts).
+    """
+    state = ck.load(path)
+    try:
+        st.model.load_state_dict(state["model"])
+        st.opt.load_state_dict(state["optimizer"])
+        st.sched.load_state_dict(state["scheduler"])
+        st.scaler.load_state_dict(state["scaler"])
+        ck.set_rng_state(state["rng"])
+        st.start, st.best = int(state["epoch"]), float(state["best"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        why = (str(exc).splitlines() or [""])[0][:200] or type(exc).__name__
+        raise ConfigError(f"{path} is not a checkpoint of this run ({type(exc).__name__}: "
+                          f"{why}); restore it, or start a new run in a new --run folder") \
+            from exc
 
 
 def _epoch(cfg: TrainConfig, env: DistEnv, loaders: Loaders, st: _State, net: nn.Module,
