@@ -197,3 +197,20 @@ def test_ranks_starved_by_the_rate_limit_give_up_with_what_to_do(tmp_path: Path)
                 greedy.close()
     finally:
         site.close()
+
+
+@pytest.mark.parametrize("locked", ["client.key", "client.crt", "ca.crt"])
+def test_an_identity_file_that_cannot_be_read_is_named(served: Served, tmp_path: Path,
+                                                       locked: str) -> None:  # fmt: skip
+    """``train`` from a data server, with permissions applying (the CLI runs without
+    root's file capabilities): the one line names the file that cannot be read, not a
+    bare errno. (A folder that cannot be read is refused by the --identity option.)"""
+    from tests.cli import fails
+
+    bundle = tmp_path / "id"
+    shutil.copytree(served.ids["alice"], bundle)
+    (bundle / locked).chmod(0)
+    want = (f"cannot read {bundle / locked} of the identity in {bundle} (Permission denied): "
+            "make the bundle's files readable")
+    fails("train", "view", "--data", served.url, "--identity", str(bundle), "--dataset",
+          "cohort-a", "--run", str(tmp_path / "run"), match=want, permissions=True)

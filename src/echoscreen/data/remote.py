@@ -154,14 +154,15 @@ class RemoteSite:
         """The mTLS client context of the identity bundle.
 
         Raises:
-            DatasiteError: a file of the bundle is not PEM, or the key is another's.
+            DatasiteError: a file of the bundle cannot be read or is not PEM, or the key
+                is another's.
         """
         from echoscreen.datasite.tls import client_context
 
         i = self.identity
         try:
             return client_context(str(i / "ca.crt"), str(i / "client.crt"), str(i / "client.key"))
-        except ssl.SSLError as exc:
+        except ssl.SSLError as exc:  # before OSError, which it is
             why = f"a file in it is not a PEM certificate or key ({exc.reason or exc})"
             if "KEY_VALUES_MISMATCH" in str(exc):
                 why = "its client.key is not the key of its client.crt"
@@ -169,6 +170,17 @@ class RemoteSite:
                 f"cannot use the identity in {i}: {why}; pass the folder that "
                 "`echoscreen pki issue TENANT --out DIR` wrote, unchanged"
             ) from exc
+        except OSError as exc:  # ssl names no file: find the one that cannot be read
+            for name in IDENTITY_FILES:
+                try:
+                    (i / name).open("rb").close()
+                except OSError as err:
+                    raise DatasiteError(
+                        f"cannot read {i / name} of the identity in {i} ({err.strerror}): "
+                        "make the bundle's files readable by the user this runs as (they "
+                        "are 0600: the owner's alone)"
+                    ) from exc
+            raise DatasiteError(f"cannot read the identity in {i} ({exc})") from exc
 
     @property
     def client(self) -> httpx.Client:
