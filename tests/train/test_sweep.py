@@ -87,3 +87,25 @@ def test_sequential_sweep_from_the_cli(tiny_site: Path, tmp_path: Path) -> None:
                "--dataset", "ph", "--runs", str(tmp_path / "r2"))  # fmt: skip
     assert bad.returncode != 0 and "unknown setting 'epochz'" in bad.stderr
     assert "Traceback" not in bad.stderr and not (tmp_path / "r2").exists()
+
+
+def test_a_run_failing_with_any_error_does_not_stop_the_sequential_sweep(
+    tiny_cfg: TrainConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import echoscreen.train
+    from echoscreen.train.sweep import run_sweep
+
+    real = echoscreen.train.fit
+
+    def fit(cfg: TrainConfig, **kw: object) -> dict[str, object]:
+        if cfg.lr > 0.01:  # e.g. out of memory, a full disk: not an echoscreen error
+            raise RuntimeError("can't allocate memory\nsecond line")
+        return real(cfg, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(echoscreen.train, "fit", fit)
+    entries = run_sweep(tiny_cfg, parse_grid("lr=0.1,1e-3"), tmp_path / "sweep")
+    assert [e.params["lr"] for e in entries] == [1e-3, 0.1]  # the failed one ranks last
+    assert entries[0].error is None
+    assert entries[1].error == "RuntimeError: can't allocate memory"
+    doc = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert [r["error"] for r in doc["runs"]] == [None, "RuntimeError: can't allocate memory"]

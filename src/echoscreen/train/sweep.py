@@ -211,6 +211,9 @@ def _sequential(cfgs: list[tuple[dict[str, Any], TrainConfig]],
             e = _entry(cfg.task, params, cfg, fit(cfg, progress=False), None)
         except EchoscreenError as exc:
             e = _entry(cfg.task, params, cfg, None, str(exc))
+        except Exception as exc:  # out of memory, a full disk: the other runs still go on
+            first = (str(exc).splitlines() or [""])[0][:200]
+            e = _entry(cfg.task, params, cfg, None, f"{type(exc).__name__}: {first}")
         entries.append(e)
         if on_done:
             on_done(e)
