@@ -109,3 +109,10 @@ def test_a_run_failing_with_any_error_does_not_stop_the_sequential_sweep(
     assert entries[1].error == "RuntimeError: can't allocate memory"
     doc = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
     assert [r["error"] for r in doc["runs"]] == [None, "RuntimeError: can't allocate memory"]
+
+
+def test_a_failed_runs_error_is_printed_as_it_is(tiny_site: Path, tmp_path: Path) -> None:
+    res = _cli("sweep", "view", "--grid", "lr=1e-3", "--data", str(tiny_site),
+               "--dataset", "[b]ph", "--runs", str(tmp_path / "runs"))  # fmt: skip
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "no dataset '[b]ph'" in res.stdout  # rich read '[b]' as markup and dropped it

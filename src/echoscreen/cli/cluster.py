@@ -94,6 +94,7 @@ def sweep_command(
 
 
 def _table(entries: list[Any], metric: str, runs: Path) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"sweep ranked by validation {metric}")
@@ -104,8 +105,9 @@ def _table(entries: list[Any], metric: str, runs: Path) -> None:
     table.add_column(f"test {metric}", justify="right")
     table.add_column("run")
     for i, e in enumerate(entries, 1):
-        tail = [f"[red]failed: {e.error}[/]", "", e.run.name] if e.error else \
-            [_fmt(e.val), _fmt(e.test), e.run.name]  # fmt: skip
-        table.add_row(str(i), *(str(v) for v in e.params.values()), *tail)
+        # errors and names are shown as they are, not read as markup ('[Errno 2]', '[b]')
+        tail = [f"[red]failed: {escape(e.error)}[/]", "", escape(e.run.name)] if e.error else \
+            [_fmt(e.val), _fmt(e.test), escape(e.run.name)]  # fmt: skip
+        table.add_row(str(i), *(escape(str(v)) for v in e.params.values()), *tail)
     out.print(table)
     out.print(f"wrote {Path(runs) / 'sweep.json'}", soft_wrap=True)
