@@ -8,15 +8,18 @@ fails or a job ends.
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pydicom
 import pytest
 from tests.registry.pkgfix import Published
-from tests.service.live import Live, MiB, form, live_service, wait
+from tests.service.live import Live, MiB, form, live_service, until, wait
 
 from echoscreen.errors import ConfigError
 from echoscreen.service.config import ServiceConfig
@@ -29,11 +32,15 @@ def live(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield service
 
 
-def _held(c: httpx.Client) -> float:
+def _metric(c: httpx.Client, name: str) -> float:
     for line in c.get("/metrics").text.splitlines():
-        if line.startswith("echoscreen_queued_bytes "):
+        if line.startswith(f"{name} "):
             return float(line.split()[1])
-    raise AssertionError("no echoscreen_queued_bytes in /metrics")
+    raise AssertionError(f"no {name} in /metrics")
+
+
+def _held(c: httpx.Client) -> float:
+    return _metric(c, "echoscreen_queued_bytes")
 
 
 def _until(c: httpx.Client, ok: Callable[[float], bool], timeout: float = 10.0) -> float:
@@ -101,3 +108,64 @@ def test_a_bound_below_the_upload_limit_is_refused_at_start(published: Published
                         max_upload_bytes=8 * MiB, max_queued_bytes=4 * MiB)  # fmt: skip
     with pytest.raises(ConfigError, match="--max-queued-mb"):
         cfg.validate()
+
+
+def _refused(c: httpx.Client) -> float:
+    return _metric(c, "echoscreen_scp_out_of_resources_total")
+
+
+def _scu(port: int, datasets: list[Any]) -> Any:
+    """An association from a scanner's AE title, open for ``datasets`` (pynetdicom as SCU)."""
+    from pynetdicom import AE
+
+    ae = AE(ae_title="ECHOCART3")
+    for sop, ts in {(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID) for ds in datasets}:
+        ae.add_requested_context(sop, ts)
+    assoc = ae.associate("127.0.0.1", port, ae_title="ECHOSCREEN")
+    assert assoc.is_established
+    return assoc
+
+
+def test_the_scp_holds_what_associations_received_and_answers_a700_past_the_bound(
+    published: Published, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """A study the SCP is still receiving holds its bytes; past the bound C-STORE answers
+    0xA700 (out of resources), counted and logged without UIDs; nothing accepted is lost."""
+    paths = sorted((sorted(f.rglob("*.dcm")) for f in published.train_study_folders()[:2]),
+                   key=lambda study: -sum(p.stat().st_size for p in study))  # larger first
+    first, second = ([pydicom.dcmread(p) for p in study] for study in paths)
+    size = sum(p.stat().st_size for p in paths[0])
+    bound = size + (16 << 10)  # room for either study, not for both at once
+    assert paths[1][0].stat().st_size > 16 << 10
+    caplog.set_level(logging.INFO)
+    with live_service(published, tmp_path, dicom_port=0, max_upload_bytes=bound,
+                      max_queued_bytes=bound) as live, live.client() as c:  # fmt: skip
+        scp = live.service.scp
+        a = _scu(scp.port, first)
+        assert [a.send_c_store(ds).Status for ds in first] == [0] * len(first)
+        assert size * 0.95 < _held(c) <= bound  # held while the association is open
+        b = _scu(scp.port, second)
+        assert b.send_c_store(second[0]).Status == 0xA700  # the scanner retries later
+        assert _refused(c) == 1
+        a.release()  # the first study is submitted with every instance it sent
+        (job,) = until("the first study submitted", lambda: scp.submitted)
+        doc = until("its job finished", lambda: _finished(live, job))
+        assert doc["status"] == "done", doc["reason"]
+        assert len(doc["result"]["clips"]) + len(doc["result"]["skipped"]) == len(first)
+        assert _until(c, lambda h: h == 0) == 0  # the job gave its bytes back
+        assert [b.send_c_store(ds).Status for ds in second] == [0] * len(second)  # retried
+        b.release()
+        jobs = until("the second study submitted", lambda: scp.submitted[1:] and scp.submitted)
+        assert until("its job finished", lambda: _finished(live, jobs[1]))["status"] == "done"
+        assert _until(c, lambda h: h == 0) == 0 and _refused(c) == 1
+    said = [r.getMessage() for r in caplog.records
+            if r.name.startswith("echoscreen") and "0xA700" in r.getMessage()]  # fmt: skip
+    assert len(said) == 1 and "ECHOCART3" in said[0], said
+    uids = {str(ds.get(k)) for ds in first + second
+            for k in ("SOPInstanceUID", "StudyInstanceUID", "PatientID", "PatientName")}
+    assert not [u for u in uids if u and u in said[0]]
+
+
+def _finished(live: Live, job: str) -> dict[str, Any] | None:
+    doc = live.service.engine.job(job)
+    return doc if doc is not None and doc["status"] not in ("queued", "running") else None

@@ -45,6 +45,24 @@ class Instance:
     origin: str
 
 
+class Reservation(Protocol):
+    """Bytes counted on a memory budget of the receiver's (the screening service's
+    :class:`~echoscreen.service.budget.Hold`), for what a source holds in memory."""
+
+    def resize(self, n: int) -> None:
+        """Hold ``n`` bytes; raises an :class:`~echoscreen.errors.EchoscreenError` when
+        the budget cannot grow that far (the reservation keeps its old size)."""
+        ...
+
+    def split(self, n: int) -> Reservation:
+        """Move ``n`` of these bytes to a new reservation (the total is unchanged)."""
+        ...
+
+    def release(self) -> None:
+        """Give every byte back (idempotent)."""
+        ...
+
+
 @dataclass
 class StudyBatch:
     """The instances of one study, as one source delivered them.
@@ -57,12 +75,22 @@ class StudyBatch:
             non-identifying reason.
         sender: who delivered it, where the source knows (the calling AE title of a
             DIMSE association), else ``""``.
+        hold: the batch's bytes on the receiver's memory budget, where the source counts
+            them (the C-STORE SCP given ``reserve``), else None; whoever takes the batch
+            owns it: it hands it on or releases it.
     """
 
     key: str
     instances: list[Instance] = field(default_factory=list)
     unreadable: list[tuple[Instance, str]] = field(default_factory=list)
     sender: str = ""
+    hold: Reservation | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of every file the batch carries, readable or not."""
+        return sum(len(i.data) for i in self.instances) + sum(len(i.data)
+                                                              for i, _ in self.unreadable)
 
 
 @runtime_checkable

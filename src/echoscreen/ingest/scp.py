@@ -8,7 +8,13 @@ on a single worker thread, so the ingest behind it never runs concurrently
 with itself, and a slow ingest never stalls the network threads.
 
 Instances are kept as the sender encoded them (``Event.encoded_dataset``): no
-decoding or re-encoding on the way in.
+decoding or re-encoding on the way in. What an association holds is bounded by
+``max_association_bytes`` and, given ``reserve``, by a memory budget shared with the
+rest of the receiver (the screening service's): each instance grows the association's
+reservation before it is kept, each study delivered takes its share of it along
+(:attr:`StudyBatch.hold`). An instance past either bound is answered 0xA700 (Refused:
+Out of Resources, PS3.4 Annex B), so the sender keeps it and sends it again later;
+what was already acknowledged is delivered.
 """
 
 from __future__ import annotations
@@ -17,10 +23,11 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from echoscreen.errors import IngestError, cannot_listen
-from echoscreen.ingest.base import Instance, StudyBatch, group_by_study
+from echoscreen.errors import EchoscreenError, IngestError, cannot_listen
+from echoscreen.ingest.base import Instance, Reservation, StudyBatch, group_by_study
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +88,30 @@ def preferred_transfer_syntaxes() -> list[str]:
     return sorted(ALL_TRANSFER_SYNTAXES, key=rank)
 
 
+@dataclass
+class _Association:
+    """What one association delivered so far: its instances, caller, bytes, reservation."""
+
+    caller: str
+    hold: Reservation | None
+    instances: list[Instance] = field(default_factory=list)
+    nbytes: int = 0
+
+
 class StoreSCP:
     """C-STORE (and C-ECHO) service class provider that delivers whole studies.
 
     Args:
-        on_study: called with each study an association delivered, after it ends.
+        on_study: called with each study an association delivered, after it ends; it
+            owns the batch's ``hold`` (given ``reserve``): it hands it on or releases it.
         port: TCP port to listen on (0 picks a free one; see :attr:`port`).
         ae_title: the AE title callers must address.
         host: interface to bind; loopback by default, give ``0.0.0.0`` to serve a network.
         max_association_bytes: refuse instances once an association holds this much.
+        reserve: makes each association's (empty) reservation on the receiver's memory
+            budget; an instance that cannot grow it (``EchoscreenError``) is refused.
+            None: only ``max_association_bytes`` bounds an association.
+        on_refusal: called with the reason of every C-STORE answered 0xA700 (a metric).
     """
 
     def __init__(
@@ -100,6 +122,8 @@ class StoreSCP:
         ae_title: str = "ECHOSCREEN",
         host: str = "127.0.0.1",
         max_association_bytes: int = 8 * 1024**3,
+        reserve: Callable[[], Reservation] | None = None,
+        on_refusal: Callable[[str], None] | None = None,
     ) -> None:
         if not ae_title or len(ae_title) > 16:
             raise IngestError(f"AE title {ae_title!r} must be 1 to 16 characters")
@@ -107,9 +131,10 @@ class StoreSCP:
         self.host = host
         self.ae_title = ae_title
         self.max_association_bytes = max_association_bytes
+        self._reserve = reserve
+        self._on_refusal = on_refusal
         self._requested_port = port
-        self._pending: dict[int, list[Instance]] = {}
-        self._callers: dict[int, str] = {}  # association -> calling AE title
+        self._pending: dict[int, _Association] = {}
         self._lock = threading.Lock()
         self._queue: queue.Queue[StudyBatch | None] = queue.Queue()
         self._server: Any = None
@@ -196,24 +221,49 @@ class StoreSCP:
             return STATUS_CANNOT_UNDERSTAND
         key = id(event.assoc)
         peer = f"dicom://{event.assoc.requestor.address}"
+        caller = str(event.assoc.requestor.ae_title).strip()
         with self._lock:
-            held = self._pending.setdefault(key, [])
-            if sum(len(i.data) for i in held) + len(data) > self.max_association_bytes:
-                return STATUS_OUT_OF_RESOURCES
-            held.append(Instance(data, f"{peer} #{len(held) + 1}"))
-            self._callers[key] = str(event.assoc.requestor.ae_title).strip()
-        return STATUS_SUCCESS
+            assoc = self._pending.get(key)
+            if assoc is None:
+                hold = self._reserve() if self._reserve is not None else None
+                assoc = self._pending[key] = _Association(caller, hold)
+            size = assoc.nbytes + len(data)
+            try:
+                if size > self.max_association_bytes:
+                    raise IngestError(f"the association holds {size >> 20} MiB, more than "
+                                      f"{self.max_association_bytes >> 20} MiB")  # fmt: skip
+                if assoc.hold is not None:
+                    assoc.hold.resize(size)  # before the instance is kept
+            except EchoscreenError as exc:
+                refused = str(exc)
+            else:
+                assoc.instances.append(Instance(data, f"{peer} #{len(assoc.instances) + 1}"))
+                assoc.nbytes = size
+                return STATUS_SUCCESS
+        # the reason is fixed text and sizes: never a UID or other header value
+        log.warning("C-STORE from %s answered 0xA700 (out of resources), to be sent again "
+                    "later: %s", caller or "UNKNOWN", refused)  # fmt: skip
+        if self._on_refusal is not None:
+            self._on_refusal(refused)
+        return STATUS_OUT_OF_RESOURCES
 
     def _on_end(self, event: Any) -> None:
         self._flush(id(event.assoc))
 
     def _flush(self, key: int) -> None:
         with self._lock:
-            instances = self._pending.pop(key, [])
-            caller = self._callers.pop(key, "")
-        for batch in group_by_study(instances):
-            batch.sender = caller
-            self._queue.put(batch)
+            assoc = self._pending.pop(key, None)
+        if assoc is None:
+            return
+        try:
+            for batch in group_by_study(assoc.instances):
+                batch.sender = assoc.caller
+                if assoc.hold is not None:  # its bytes go with it, held until it is done
+                    batch.hold = assoc.hold.split(batch.nbytes)
+                self._queue.put(batch)
+        finally:
+            if assoc.hold is not None:
+                assoc.hold.release()  # what no batch took (a DICOMDIR)
 
     # ---- delivery (one worker thread) ----
 

@@ -5,8 +5,10 @@ Every accepted job keeps its files in memory until it finishes, so without a bou
 An upload takes a :class:`Hold` on the budget before its body is kept (its declared
 Content-Length at once, else chunk by chunk as it arrives), resizes it to the bytes of the
 files it parses into, and hands it to the job, which releases it when it finishes or
-fails. A hold that would take the total over the bound raises :class:`OverloadedError`
-(503, Retry-After): the upload is refused, nothing accepted is lost.
+fails. A DICOM association of the C-STORE SCP grows its hold as each instance arrives
+and splits it between the studies it delivers, each handed to its job likewise. A hold
+that would take the total over the bound raises :class:`OverloadedError` (503,
+Retry-After; 0xA700 for a C-STORE): the upload is refused, nothing accepted is lost.
 """
 
 from __future__ import annotations
@@ -83,6 +85,16 @@ class Hold:
                                "the service holds at once; send a smaller study", 413)
         self.budget._change(n - self.n)
         self.n = n
+
+    def split(self, n: int) -> Hold:
+        """A new hold of ``n`` of this hold's bytes, which this one no longer holds (the
+        total is unchanged: each study of a DICOM association takes its share along)."""
+        if not 0 <= n <= self.n:
+            raise ValueError(f"cannot split {n} bytes off a hold of {self.n}")
+        part = Hold(self.budget)
+        self.n -= n
+        part.n = n
+        return part
 
     def release(self) -> None:
         """Give the bytes back (idempotent)."""

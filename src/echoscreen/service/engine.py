@@ -191,9 +191,11 @@ class ScreeningEngine:
             client: the token's name (``dimse:AE`` for the SCP). source: see ``jobs.SOURCES``.
             on_done: called as ``on_done(job_id, result, files)`` after the result is
                 stored (exceptions are logged; the result is kept).
-            hold: the upload's hold on :attr:`budget` (taken while its body was read);
-                resized to the files' bytes, owned by the job (released when it ends),
-                released here if the study is refused. None: a hold is taken here.
+            hold: the upload's hold on :attr:`budget` (taken while its body was read, or
+                by the SCP as instances arrived); resized to the files' bytes and owned by
+                the job (released when it ends). If the study is refused it stays the
+                caller's, who releases it (or keeps it to retry: the files are still in
+                its memory). None: a hold is taken here, released if refused.
 
         Raises:
             BadStudyError: too many files or bytes, or no usable file (reasons by index).
@@ -276,12 +278,13 @@ class ScreeningEngine:
 
     def _submit(self, files: list[tuple[str, bytes]], client: str, source: str,
                 on_done: OnDone | None, hold: Hold | None) -> _Job:  # fmt: skip
-        hold = hold if hold is not None else self.budget.hold()
+        own = hold is None  # a caller's hold stays the caller's when the study is refused
+        hold = self.budget.hold() if hold is None else hold
         try:
             hold.resize(sum(len(data) for _, data in files))
             job = self._queue(files, client, source, on_done, hold)
         except BaseException:
-            if hold.job is None:
+            if own:
                 hold.release()
             raise
         return job

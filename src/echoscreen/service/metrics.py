@@ -25,7 +25,9 @@ class Metrics:
         request_latency: HTTP request seconds (labels route, method, status).
         queue_depth: jobs waiting to start.
         in_flight: jobs being screened.
-        queued_bytes: bytes of studies held (accepted jobs not finished, uploads being read).
+        queued_bytes: bytes of studies held (accepted jobs not finished, uploads being read,
+            instances of open DICOM associations).
+        scp_refused: C-STORE requests the SCP answered 0xA700 (out of resources).
         batch_size: rows per inference call (label model: "view" clips, "rhd" studies).
         decisions: finished studies by decision (screen-positive, normal, inconclusive).
         jobs: finished jobs by status (done, failed, interrupted).
@@ -45,7 +47,14 @@ class Metrics:
         self.in_flight = Gauge("echoscreen_in_flight", "jobs being screened", registry=r)
         self.queued_bytes = Gauge(
             "echoscreen_queued_bytes",
-            "bytes of studies held (accepted jobs not finished, uploads being read)", registry=r,
+            "bytes of studies held (jobs not finished, uploads and associations being received)",
+            registry=r,
+        )  # fmt: skip
+        self.scp_refused = Counter(
+            "echoscreen_scp_out_of_resources",
+            "C-STORE requests answered 0xA700 (out of resources): the bytes held would pass "
+            "a bound",
+            registry=r,
         )  # fmt: skip
         self.batch_size = Histogram(
             "echoscreen_batch_size", "rows per inference call (view: clips, rhd: studies)",

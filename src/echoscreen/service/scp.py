@@ -7,9 +7,17 @@ ends, each study it carried is submitted to the :class:`ScreeningEngine` as one 
 is :class:`echoscreen.ingest.scp.StoreSCP`'s work (each study it delivers names the
 calling AE title as ``sender``); this module hands studies to the engine.
 
+Every association holds its instances on the engine's byte budget (``engine.budget``,
+``max_queued_bytes``) as they arrive; an instance that would take the bytes held over
+the bound is answered 0xA700 (Refused: Out of Resources), logged and counted
+(``echoscreen_scp_out_of_resources_total``), and the scanner sends it again later. Each
+study's share of the hold goes to its job, which gives it back when it ends; a study
+not screened gives it back at once.
+
 The sender has been told every instance was stored before the study is screened, so a
 study the engine cannot take right now (queue full) is retried for a while rather than
-dropped; a study it refuses (not screenable) is logged with the reason and dropped.
+dropped, its bytes held meanwhile; a study it refuses (not screenable) is logged with
+the reason and dropped.
 Log lines name the job id, the calling AE title and the instance count, never patient
 data.
 """
@@ -24,6 +32,7 @@ from typing import TYPE_CHECKING
 from echoscreen.errors import BadStudyError, OverloadedError, ServiceError
 from echoscreen.ingest.base import StudyBatch
 from echoscreen.ingest.scp import StoreSCP
+from echoscreen.service.budget import Hold
 
 if TYPE_CHECKING:
     from echoscreen.service.config import ServiceConfig
@@ -54,7 +63,9 @@ class ScpHandle:
         self.submitted: list[str] = []
         self.refused: list[str] = []
         port = cfg.dicom_port if cfg.dicom_port is not None else 11112
-        self._scp = StoreSCP(self._on_study, port=port, ae_title=cfg.ae_title, host=cfg.host)
+        self._scp = StoreSCP(self._on_study, port=port, ae_title=cfg.ae_title, host=cfg.host,
+                             reserve=engine.budget.hold,
+                             on_refusal=lambda _: engine.metrics.scp_refused.inc())  # fmt: skip
 
     @property
     def port(self) -> int:
@@ -73,6 +84,15 @@ class ScpHandle:
         self._scp.stop()
 
     def _on_study(self, batch: StudyBatch) -> None:
+        """Submit one received study; its hold goes to the job, else it is given back."""
+        hold = batch.hold if isinstance(batch.hold, Hold) else self._engine.budget.hold()
+        try:
+            self._submit(batch, hold)
+        finally:
+            if hold.job is None:  # not screened: its bytes are dropped with it
+                hold.release()
+
+    def _submit(self, batch: StudyBatch, hold: Hold) -> None:
         caller = batch.sender or "UNKNOWN"
         files = [(f"dimse-{i:04d}.dcm", inst.data) for i, inst in enumerate(batch.instances)]
         if not files:
@@ -82,7 +102,7 @@ class ScpHandle:
         while True:
             try:
                 job = self._engine.submit(files, client=f"dimse:{caller}", source="dimse",
-                                          on_done=self._on_done)  # fmt: skip
+                                          on_done=self._on_done, hold=hold)  # fmt: skip
             except OverloadedError as exc:
                 if time.monotonic() + exc.retry_after > deadline:
                     self._refuse(caller, f"the service stayed overloaded: {exc}")
