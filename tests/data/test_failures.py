@@ -214,3 +214,32 @@ def test_an_identity_file_that_cannot_be_read_is_named(served: Served, tmp_path:
             "make the bundle's files readable")
     fails("train", "view", "--data", served.url, "--identity", str(bundle), "--dataset",
           "cohort-a", "--run", str(tmp_path / "run"), match=want, permissions=True)
+
+
+def test_grant_or_identity_revoked_while_a_run_reads_says_what_to_do(served: Served) -> None:
+    """A dataset in use whose grant is revoked (404 for clips listed at the start), and
+    one whose identity is revoked (403), each fail in one line naming the server, the
+    refusal and what to ask the data site for; nothing of the refused clips is handed out."""
+    from echoscreen.datasite import access
+
+    cases = {
+        "bob": (lambda: access.revoke_grant(served.site, "bob", "cohort-b"), "cohort-b",
+                rf"the data server at {served.url} refused POST /v1/clips:batch \(404\): no "
+                r"clip '.*' in the datasets granted to you; clips listed when this run started "
+                r"are no longer granted .*`echoscreen site grant TENANT DATASET`"),
+        "mallory": (lambda: pki.revoke(served.site, "mallory"), "cohort-a",
+                    rf"the data server at {served.url} refused POST /v1/clips:batch \(403\): "
+                    r"certificate revoked; this identity is no longer accepted: ask the data "
+                    r"site for a new one \(`echoscreen pki issue"),
+    }  # fmt: skip
+    try:
+        for who, (revoke, dataset, expect) in cases.items():
+            with ClipDataset(RemoteSite(served.url, served.ids[who]), dataset, None,
+                             cache_bytes=0) as ds:  # fmt: skip
+                x, meta = ds[0]
+                assert np.array_equal(x.numpy(), served.truth[dataset][meta["clip"]])
+                revoke()
+                with pytest.raises(DatasiteError, match=expect):
+                    ds.__getitems__([1, 2])
+    finally:
+        access.grant(served.site, "bob", "cohort-b")

@@ -219,11 +219,27 @@ class RemoteSite:
                     continue
                 raise self._over_rate(f"{method} {path}", _detail(resp), waited)
             if resp.status_code >= 400:
-                raise DatasiteError(
-                    f"data server refused {method} {path} ({resp.status_code}): {_detail(resp)}"
-                )
+                raise self._refused(f"{method} {path}", resp.status_code, _detail(resp))
             return resp
         raise AssertionError("unreachable")
+
+    def _refused(self, what: str, status: int, detail: str) -> DatasiteError:
+        """The error of a refusal, with what to do where the reason alone does not say:
+        an identity no longer accepted (403), clips no longer granted mid-run (404), a
+        catalog the site cannot reach (503)."""
+        advice = ""
+        if status == 403 and ("revoked" in detail or "not among" in detail):
+            advice = ("; this identity is no longer accepted: ask the data site for a new "
+                      "one (`echoscreen pki issue TENANT --out DIR`)")
+        elif status == 404 and what.endswith("/v1/clips:batch"):
+            advice = ("; clips listed when this run started are no longer granted (the "
+                      "data site revoked the dataset's grant, or removed the clips): ask it "
+                      "to grant the dataset again (`echoscreen site grant TENANT DATASET`)")
+        elif status == 503:
+            advice = "; the site's catalog is unreachable: retry once the data site has it back"
+        return DatasiteError(
+            f"the data server at {self.url} refused {what} ({status}): {detail}{advice}"
+        )
 
     def _over_rate(self, what: str, detail: str, waited: float) -> DatasiteError:
         """The error of a request still over the tenant's rate after every retry."""
@@ -331,7 +347,7 @@ class RemoteSite:
                     detail = bytes(data[:300]).decode("utf-8", "replace")
                 if status == 429:
                     raise self._over_rate(f"POST {path}", detail, waited)
-                raise DatasiteError(f"data server refused POST {path} ({status}): {detail}")
+                raise self._refused(f"POST {path}", status, detail)
             if not headers.get("content-type", "").startswith(BATCH_TYPE):
                 raise DatasiteError(f"unexpected answer type {headers.get('content-type')!r}")
             return
