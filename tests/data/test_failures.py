@@ -10,6 +10,7 @@ this site's CA, a certificate of another site's CA). Each failure is one
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import socket
 import ssl
@@ -243,3 +244,45 @@ def test_grant_or_identity_revoked_while_a_run_reads_says_what_to_do(served: Ser
                     ds.__getitems__([1, 2])
     finally:
         access.grant(served.site, "bob", "cohort-b")
+
+
+def test_a_ddp_rank_refused_by_the_data_server_stops_every_rank_in_one_line_each(
+    tmp_path: Path,
+) -> None:
+    """torchrun with 2 CPU ranks reading from the data server; one training clip fails
+    its integrity check at the site (409), so the rank whose shard holds it stops with
+    the server's reason, and the other, whose next collective finds its peer gone, says
+    so in one line instead of gloo's traceback."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.datasite.sitefix import tamper
+    from tests.train.sitefix import make_site as make_phantom_site
+
+    from echoscreen.data import LocalSite
+    from echoscreen.datasite import access
+    from echoscreen.store.site import Site
+
+    path = make_phantom_site(tmp_path, 8)
+    with Site.open(path) as site:
+        pki.init_pki(site.path)
+        identity = pki.issue(site, "trainer", tmp_path / "id").folder
+        access.grant(site, "trainer", "ph")
+        tamper(site, LocalSite(path).clips("ph", "train")[0].id)
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    with running(ServerConfig(path, port=0, limits=Limits(max_batch=8))) as url:
+        res = subprocess.run(
+            [torchrun, "--nproc-per-node", "2", "--standalone", "-m", "echoscreen", "train",
+             "view", "--data", url, "--identity", str(identity), "--dataset", "ph", "--run-dir",
+             str(tmp_path / "run"), "--epochs", "1", "--batch-size", "2", "--frames", "8",
+             "--size", "32", "--no-progress"],
+            capture_output=True, text=True, timeout=300,
+            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out
+    assert re.search(rf"error: (the data server at {url} refused POST /v1/clips:batch \(409\)"
+                     rf"|the data server at {url} cut its answer short)", out), out  # fmt: skip
+    assert "error: rank 1 of 2 stopped because another rank" in out or \
+        "error: rank 0 of 2 stopped because another rank" in out, out  # fmt: skip
+    assert not re.search(r"\[rank\d\]: Traceback", out), out

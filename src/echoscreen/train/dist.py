@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as tdist
 
-from echoscreen.errors import ConfigError
+from echoscreen.errors import ConfigError, EchoscreenError
 
 
 @dataclass(frozen=True)
@@ -83,8 +83,24 @@ def distributed(env: DistEnv) -> Iterator[DistEnv]:
     tdist.init_process_group("nccl" if env.device.type == "cuda" else "gloo")
     try:
         yield env
+    except RuntimeError as exc:
+        if not _peer_lost(exc):
+            raise
+        raise EchoscreenError(
+            f"rank {env.rank} of {env.world} stopped because another rank of this run "
+            "stopped: that rank's own error, printed above, says why"
+        ) from exc
     finally:
         tdist.destroy_process_group()
+
+
+def _peer_lost(exc: RuntimeError) -> bool:
+    """Whether a collective failed because another rank went away (it exited on an
+    error of its own, which it reports itself), not because of this rank."""
+    text = str(exc)
+    return isinstance(exc, tdist.DistError) or any(
+        s in text for s in ("Connection closed by peer", "Connection reset by peer",
+                            "remote worker"))  # fmt: skip
 
 
 def barrier(env: DistEnv) -> None:
