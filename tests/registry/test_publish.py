@@ -320,3 +320,23 @@ def test_a_package_without_a_reader_screens_with_one_warning(
         "another echoscreen version, decisions near the threshold may differ from the "
         "validated ones"
     ]
+
+
+@pytest.mark.parametrize(("name", "content"), [
+    ("clips.json", b"{"), ("clips.json", b"[1]"), ("clips.json", b'{"shape": 7}'),
+    ("metrics.json", b"{"), ("metrics.json", b"[]"), ("metrics.json", b"\xff\xfe"),
+    ("config.json", b"[1]"), ("config.json", b"\xff\xfe"),
+])  # fmt: skip
+def test_a_damaged_run_file_is_a_clear_error_and_leaves_no_folders(
+    published: Published, tmp_path: Path, name: str, content: bytes
+) -> None:
+    rhd = tmp_path / "rhd-run"
+    shutil.copytree(published.rhd_run, rhd)
+    (rhd / name).write_bytes(content)
+    reg = tmp_path / "reg"
+    out = fails("publish", str(rhd), "--view-run", str(published.view_run), "--registry",
+                str(reg), "--name", "new", "--version", "1", match=str(rhd / name))  # fmt: skip
+    hint = {"clips.json": "delete it", "metrics.json": "echoscreen evaluate",
+            "config.json": "train the run again"}[name]  # fmt: skip
+    assert hint in out, out
+    assert not reg.exists()

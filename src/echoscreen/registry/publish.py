@@ -66,12 +66,10 @@ def read_run(run: Path, task: str) -> tuple[dict[str, Any], dict[str, Any], int]
     import torch
 
     run = Path(run)
-    try:
-        cfg: dict[str, Any] = json.loads((run / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        hint = f"pass the --run folder of `echoscreen train {task}`"
-        raise RegistryError(f"{run} is not a training run folder (config.json: {exc}); {hint}") \
-            from exc
+    if not (run / "config.json").is_file():
+        raise RegistryError(f"{run} is not a training run folder (it has no config.json); pass "
+                            f"the --run folder of `echoscreen train {task}`")  # fmt: skip
+    cfg = run_json(run / "config.json", "restore it from backup, or train the run again")
     if cfg.get("task") != task:
         raise RegistryError(f"{run} is a {cfg.get('task')!r} run but a {task!r} run is needed "
                             "here (publish RHD_RUN --view-run VIEW_RUN)")  # fmt: skip
@@ -84,6 +82,22 @@ def read_run(run: Path, task: str) -> tuple[dict[str, Any], dict[str, Any], int]
     if not isinstance(best, dict) or not isinstance(best.get("model"), dict):
         raise _damaged(run, "it holds no model state")
     return cfg, best["model"], int(best.get("epoch", 0))
+
+
+def run_json(path: Path, hint: str) -> dict[str, Any]:
+    """A JSON object a run folder holds (``config.json``, ``clips.json``, ``metrics.json``).
+
+    Raises:
+        RegistryError: the file is unreadable, not UTF-8 JSON, or not an object; the
+            message names it and ends with ``hint`` (how to mend it).
+    """
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8 text
+        raise RegistryError(f"{path} is unreadable ({exc}); {hint}") from exc
+    if not isinstance(doc, dict):
+        raise RegistryError(f"{path} is not a JSON object, as echoscreen writes it; {hint}")
+    return doc
 
 
 def _damaged(run: Path, why: str) -> RegistryError:
@@ -114,9 +128,14 @@ def stored_spec(runs: list[Path], cfgs: list[dict[str, Any]], given: PreprocessS
     found: set[tuple[tuple[int, ...] | None, str | None]] = set()
     for run, cfg in zip(runs, cfgs, strict=True):
         if (run / "clips.json").is_file():
-            rec = json.loads((run / "clips.json").read_text())
-            shape = tuple(rec["shape"]) if rec.get("shape") else None
-            found.add((shape, rec.get("reader")))
+            hint = "delete it to read the shape from the run's site (or --clip-frames/--clip-size)"
+            rec = run_json(run / "clips.json", hint)
+            shape = rec.get("shape")
+            if shape is not None and not (isinstance(shape, list) and len(shape) == 4
+                                          and all(isinstance(n, int) for n in shape)):  # fmt: skip
+                raise RegistryError(f"{run / 'clips.json'}: 'shape' is not [3, T, S, S] or null; "
+                                    f"{hint}")  # fmt: skip
+            found.add((tuple(shape) if shape else None, rec.get("reader")))
             continue
         data = str(cfg["data"])
         if data.startswith(("https://", "http://")) or not Path(data).is_dir():
@@ -168,7 +187,7 @@ def run_metrics(run: Path, task: str) -> dict[str, Any]:
     """
     path = Path(run) / "metrics.json"
     if path.is_file():
-        metrics: dict[str, Any] = json.loads(path.read_text())
+        metrics = run_json(path, f"run `echoscreen evaluate {run}` again (or delete it)")
         if metrics.get("task") == task:
             return metrics
     from echoscreen.evaluate.predictions import load_records, parse_rhd, parse_view
