@@ -163,6 +163,40 @@ def test_an_identity_the_server_refuses_at_tls_is_named_with_what_to_do(
             remote.close()
 
 
+def test_a_server_certificate_the_client_cannot_accept_is_named(tmp_path: Path) -> None:
+    """The URL's host is not one the server's certificate names, and the server's own
+    certificate has expired: each says so, not that the identity is another site's."""
+    site, ids, _ = make_site(tmp_path)
+    try:
+        with running(ServerConfig(site.path, host="127.0.0.2", port=0)) as url:
+            assert url.startswith("https://127.0.0.2:")
+            with pytest.raises(DatasiteError, match=(
+                    rf"the certificate of the data server at {url} is not issued for the host "
+                    r"name in the URL \(.*\): use a host name it names")):  # fmt: skip
+                RemoteSite(url, ids["alice"]).datasets()
+        paths = pki.pki_paths(site.path)
+        ca = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
+        ca_key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
+        old = x509.load_pem_x509_certificate(paths.server_cert.read_bytes())
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        now = datetime.now(UTC)
+        expired = (
+            x509.CertificateBuilder().subject_name(old.subject).issuer_name(ca.subject)
+            .public_key(old.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=900)).not_valid_after(now - timedelta(days=1))
+            .add_extension(old.extensions.get_extension_for_class(
+                x509.SubjectAlternativeName).value, critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )  # fmt: skip
+        paths.server_cert.write_bytes(expired.public_bytes(serialization.Encoding.PEM))
+        with running(ServerConfig(site.path, port=0)) as url, pytest.raises(
+                DatasiteError, match=rf"the certificate of the data server at {url} expired: "
+                "the data site must renew"):  # fmt: skip
+            RemoteSite(url, ids["alice"]).datasets()
+    finally:
+        site.close()
+
+
 def test_ranks_starved_by_the_rate_limit_give_up_with_what_to_do(tmp_path: Path) -> None:
     """Two readers of one tenant (DDP ranks): one keeps taking small batches as tokens
     come back, so the other's larger batch never finds enough and its retries run out."""

@@ -57,6 +57,11 @@ def _expiry(identity: Path) -> str:
         return ""
 
 
+#: OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH, and
+#: X509_V_ERR_CERT_HAS_EXPIRED
+_HOST_MISMATCH, _EXPIRED = (62, 64), 10
+
+
 def cannot_talk(url: str, identity: Path, timeout_s: float, exc: BaseException) -> DatasiteError:
     """The one-line error of a connection to the data server that failed, by its cause:
     nothing listening, no answer in time, a host that does not resolve, a server
@@ -73,6 +78,13 @@ def cannot_talk(url: str, identity: Path, timeout_s: float, exc: BaseException) 
                "it is running and not overloaded, and that the network lets the port through")
     elif isinstance(root, socket.gaierror):
         why = f"the host of {url} is not known ({text}): check the URL"
+    elif isinstance(root, ssl.SSLCertVerificationError) and root.verify_code in _HOST_MISMATCH:
+        why = (f"the certificate of the data server at {url} is not issued for the host name "
+               f"in the URL ({root.verify_message}): use a host name it names (localhost, "
+               "127.0.0.1, ::1 and the --san names given to `echoscreen pki init`)")
+    elif isinstance(root, ssl.SSLCertVerificationError) and root.verify_code == _EXPIRED:
+        why = (f"the certificate of the data server at {url} expired: the data site must "
+               "renew its server certificate")
     elif isinstance(root, ssl.SSLCertVerificationError):
         why = (f"the server at {url} is not one {ident} trusts ({root.verify_message}): the "
                "identity is from another site, or the URL names another server; use the "
