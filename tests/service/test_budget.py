@@ -169,3 +169,48 @@ def test_the_scp_holds_what_associations_received_and_answers_a700_past_the_boun
 def _finished(live: Live, job: str) -> dict[str, Any] | None:
     doc = live.service.engine.job(job)
     return doc if doc is not None and doc["status"] not in ("queued", "running") else None
+
+
+def _stored(files: list[tuple[str, bytes]], pad: int) -> bytes:
+    """A zip of ``files`` and ``pad`` random bytes, stored (its body as large as its files)."""
+    import io
+    import os
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in [*files, ("notes.bin", os.urandom(pad))]:
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_an_upload_holds_its_body_and_its_files_while_both_are_alive(
+    published: Published, tmp_path: Path,
+) -> None:  # fmt: skip
+    """Parsing keeps the body and the files it yields in memory at once: the bound counts
+    both until the body is dropped (a 1.3 MiB zip peaks at 2.6 MiB), then the files."""
+    with live_service(published, tmp_path, max_upload_bytes=2 * MiB, max_queued_bytes=3 * MiB,
+                      upload_idle_s=30.0) as live, live.client() as c:  # fmt: skip
+        study = live.study
+        pad = (13 * MiB) // 10 - sum(len(d) for _, d in study)
+        fits = _stored(study, pad)  # 1.3 MiB of body, 1.3 MiB of files
+        r = c.post("/v1/studies", content=fits, headers={"Content-Type": "application/zip"})
+        assert r.status_code == 202, r.text  # a peak of 2.6 MiB fits in 3 MiB
+        assert wait(c, r.json()["job"])["status"] == "done"
+        assert _until(c, lambda h: h == 0) == 0
+        with _connect(live) as slow:
+            slow.sendall(_head(live, MiB) + b"PK\x03\x04")  # holds 1 MiB, stalled
+            assert _until(c, lambda h: h >= MiB) == MiB
+            zipped = c.post("/v1/studies", content=fits,
+                            headers={"Content-Type": "application/zip"})  # fmt: skip
+            assert zipped.status_code == 503, zipped.text  # 1 + 1.3 + 1.3 MiB: over 3
+            assert zipped.headers["retry-after"] == "5"
+            padded = [*study, ("notes.bin", bytes(pad))]
+            formed = c.post("/v1/studies", files=form(padded))  # parts are copies too
+            assert formed.status_code == 503, formed.text
+            assert _held(c) == MiB  # the refused uploads gave their bytes back
+        assert _until(c, lambda h: h == 0) == 0
+        big = _stored(study, (17 * MiB) // 10 - sum(len(d) for _, d in study))
+        r = c.post("/v1/studies", content=big, headers={"Content-Type": "application/zip"})
+        assert r.status_code == 413 and "3 MiB" in r.text, r.text  # 3.4 MiB never fits
+        assert _held(c) == 0

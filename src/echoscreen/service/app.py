@@ -189,7 +189,8 @@ class _Api:
 
         ``hold`` is grown on the engine's byte budget before the body is kept (503 past
         ``max_queued_bytes``): to the Content-Length before a byte is read, else as the
-        bytes arrive.
+        bytes arrive; then by the copies parsing makes while the body is alive (parts,
+        a zip's files), and down to the files' bytes once the body is dropped.
         """
         coding = request.headers.get("content-encoding", "").strip().lower()
         if coding not in ("", "identity"):  # else its bytes would be read as DICOM or a zip
@@ -199,7 +200,10 @@ class _Api:
         size = int(declared) if declared and declared.isdigit() else None
         body = await read_body(request.stream(), size, self.limits, hold)
         ctype = request.headers.get("content-type", "")
-        return await run_in_threadpool(parse_upload, body, ctype, self.limits)
+        files = await run_in_threadpool(parse_upload, body, ctype, self.limits, hold)
+        del body  # the files alone are held from here on
+        hold.resize(sum(len(data) for _, data in files))
+        return files
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[Hold]:

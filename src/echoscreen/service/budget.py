@@ -3,8 +3,10 @@
 Every accepted job keeps its files in memory until it finishes, so without a bound
 ``queue_size`` jobs of ``max_upload_bytes`` each could be held (64 x 512 MiB = 32 GiB).
 An upload takes a :class:`Hold` on the budget before its body is kept (its declared
-Content-Length at once, else chunk by chunk as it arrives), resizes it to the bytes of the
-files it parses into, and hands it to the job, which releases it when it finishes or
+Content-Length at once, else chunk by chunk as it arrives), grows it by the copies made
+while the body is parsed (multipart parts, a zip's files: body and files are both alive
+then), resizes it to the bytes of the files once the body is dropped, and hands it to the
+job, which releases it when it finishes or
 fails. A DICOM association of the C-STORE SCP grows its hold as each instance arrives
 and splits it between the studies it delivers, each handed to its job likewise. A hold
 that would take the total over the bound raises :class:`OverloadedError` (503,

@@ -44,6 +44,8 @@ class ServiceConfig:
         max_queued_bytes: most bytes of studies held at once, over every accepted job not
             yet finished and every upload being read (at least ``max_upload_bytes``); an
             upload that would pass it gets 503 with Retry-After before its body is kept;
+            an upload counts its body and the files parsed out of it while both are alive
+            (twice ``max_upload_bytes`` takes every upload that limit allows);
         max_frames: most frames in one file; max_sync_files: most files for the
             synchronous ``POST /v1/screen``.
         upload_idle_s: longest wait for the next bytes of an upload's body (s); a client

@@ -9,7 +9,7 @@ body is sliced out of the request body once (no intermediate copy of the whole p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from echoscreen.ingest.dicomweb import MultipartError
 
@@ -53,8 +53,9 @@ def _headers(body: bytes, start: int, end: int) -> tuple[dict[str, str], int]:
     return headers, cut + size
 
 
-def split_parts(body: bytes, boundary: bytes,
-                max_parts: int | None = None) -> list[tuple[dict[str, str], bytes]]:  # fmt: skip
+def split_parts(body: bytes, boundary: bytes, max_parts: int | None = None,
+                reserve: Callable[[int], None] | None = None,
+                ) -> list[tuple[dict[str, str], bytes]]:  # fmt: skip
     """Split a multipart body into ``(headers, body)`` parts, in order.
 
     Args:
@@ -63,6 +64,8 @@ def split_parts(body: bytes, boundary: bytes,
         max_parts: most parts accepted (None: any). A part costs a few hundred bytes of
             Python objects whatever its size, so a body of tiny parts is refused as they
             are counted, not after all of them are made.
+        reserve: called with each part's size before its bytes are copied out of
+            ``body`` (the caller counts the copies; an exception it raises stops the split).
 
     Returns:
         The parts; bodies are byte-exact (the CRLF before each delimiter is removed).
@@ -87,6 +90,8 @@ def split_parts(body: bytes, boundary: bytes,
             raise TooManyParts(f"more than {max_parts} parts")
         end = nxt - 2 if body[nxt - 2 : nxt] == b"\r\n" else nxt - 1  # the EOL before it
         headers, start = _headers(body, line_end + 1, end)
+        if reserve is not None:
+            reserve(end - start)
         parts.append((headers, body[start:end]))
         at = nxt
     return parts

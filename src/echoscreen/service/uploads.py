@@ -19,6 +19,10 @@ zips, encrypted members, members named with an unsafe path (absolute, ``..``, a
 backslash: :func:`~echoscreen.dicom.inspect.is_unsafe_member`) and archives that cannot
 be read are refused with 422. A body
 that stalls for ``idle_s`` is refused with 408. Nothing is written to disk.
+
+Given the upload's :class:`~echoscreen.service.budget.Hold`, both count what they keep in
+memory before they keep it: the body as it is read, then every copy parsing makes while
+the body is still alive (multipart parts, a zip's files at their declared size).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from __future__ import annotations
 import io
 import struct
 import zipfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import anyio
@@ -127,10 +131,17 @@ def _is_zip(name: str, data: bytes, ctype: str = "") -> bool:
     return data.startswith(ZIP_MAGIC) or _media(ctype) in ZIP_TYPES or name.lower().endswith(".zip")
 
 
+#: counts bytes an upload is about to copy in memory (a part, a zip's files); raises to refuse
+Reserve = Callable[[int], None]
+
+
 def expand_zip(
-    data: bytes, limits: UploadLimits, label: str = "the zip"
+    data: bytes, limits: UploadLimits, label: str = "the zip", reserve: Reserve | None = None
 ) -> list[tuple[str, bytes]]:
     """The files of a zip archive, checked against ``limits`` before decompression.
+
+    ``reserve`` is called with the members' declared total before any is decompressed
+    (none may expand past its declared size).
 
     Raises:
         ServiceError: 413 (too many files, too large, bomb-like ratio), 422 (not a zip,
@@ -149,6 +160,8 @@ def expand_zip(
         _check_names(zf.infolist(), label)
         members = [i for i in zf.infolist() if not i.is_dir() and not is_litter(i.filename)]
         _check_members(members, limits, label)
+        if reserve is not None:
+            reserve(sum(i.file_size for i in members))
         out: list[tuple[str, bytes]] = []
         total = 0
         for info in members:
@@ -214,11 +227,11 @@ def _check_members(members: list[zipfile.ZipInfo], limits: UploadLimits, label: 
                             f"{limits.max_ratio:.0f}): refused as a zip bomb")  # fmt: skip
 
 
-def _form_files(body: bytes, content_type: str,
-                limits: UploadLimits) -> list[tuple[str, bytes, str]]:  # fmt: skip
+def _form_files(body: bytes, content_type: str, limits: UploadLimits,
+                reserve: Reserve | None) -> list[tuple[str, bytes, str]]:  # fmt: skip
     """``(filename, data, part content type)`` of every file part of a form."""
     files = []
-    for k, (headers, data) in enumerate(_split(body, content_type, limits)):
+    for k, (headers, data) in enumerate(_split(body, content_type, limits, reserve)):
         disp = headers.get("content-disposition", "")
         field, filename = header_param(disp, "name"), header_param(disp, "filename")
         if field == "files" or filename is not None:
@@ -226,15 +239,15 @@ def _form_files(body: bytes, content_type: str,
     return files
 
 
-def _stow_files(body: bytes, content_type: str,
-                limits: UploadLimits) -> list[tuple[str, bytes, str]]:  # fmt: skip
+def _stow_files(body: bytes, content_type: str, limits: UploadLimits,
+                reserve: Reserve | None) -> list[tuple[str, bytes, str]]:  # fmt: skip
     """Every ``application/dicom`` part of a STOW-RS request (no other kind is accepted)."""
     declared = (header_param(content_type, "type") or "application/dicom").lower()
     if declared != "application/dicom":
         raise ServiceError(f"STOW-RS with type={declared} is not supported; send "
                            'multipart/related; type="application/dicom"', status=415)  # fmt: skip
     files = []
-    for k, (headers, data) in enumerate(_split(body, content_type, limits)):
+    for k, (headers, data) in enumerate(_split(body, content_type, limits, reserve)):
         ctype = headers.get("content-type", "application/dicom")
         if _media(ctype) != "application/dicom":
             raise ServiceError(f"STOW-RS part {k} is {_media(ctype)}; only application/dicom "
@@ -243,11 +256,11 @@ def _stow_files(body: bytes, content_type: str,
     return files
 
 
-def _split(body: bytes, content_type: str,
-           limits: UploadLimits) -> list[tuple[dict[str, str], bytes]]:  # fmt: skip
+def _split(body: bytes, content_type: str, limits: UploadLimits,
+           reserve: Reserve | None) -> list[tuple[dict[str, str], bytes]]:  # fmt: skip
     most = limits.max_files + FORM_FIELDS
     try:
-        return split_parts(body, boundary_of(content_type), max_parts=most)
+        return split_parts(body, boundary_of(content_type), max_parts=most, reserve=reserve)
     except TooManyParts as exc:
         raise too_large(f"the multipart body holds {exc} (at most {limits.max_files} files "
                         f"and {FORM_FIELDS} other form fields)") from exc  # fmt: skip
@@ -256,23 +269,31 @@ def _split(body: bytes, content_type: str,
                            "short?") from exc  # fmt: skip
 
 
-def parse_upload(body: bytes, content_type: str, limits: UploadLimits) -> list[tuple[str, bytes]]:
+def parse_upload(body: bytes, content_type: str, limits: UploadLimits,
+                 hold: Hold | None = None) -> list[tuple[str, bytes]]:  # fmt: skip
     """The files of an upload, zips expanded, in upload order.
 
     Args:
         body: the request body (from :func:`read_body`).
         content_type: the request's Content-Type header.
         limits: file count, size and zip ratio bounds.
+        hold: the upload's hold (the body's bytes): grown by every copy made while the
+            body is still alive, before it is made: multipart parts (sliced out of the
+            body) and a zip's files (their declared total, before decompression). The
+            caller resizes it to the files' bytes once the body is dropped.
 
     Raises:
-        ServiceError: 400 empty or malformed, 413 over a limit, 415 unsupported type,
-            422 (``BadStudyError``) a bad or nested zip.
+        ServiceError: 400 empty or malformed, 413 over a limit (also when the body and
+            its files together are more than the service holds at once), 415 unsupported
+            type, 422 (``BadStudyError``) a bad or nested zip.
+        OverloadedError: 503 when the hold would take the budget over its limit.
     """
+    reserve = None if hold is None else (lambda n: hold.resize(hold.n + n))
     media = _media(content_type)
     if media == "multipart/form-data":
-        parts = _form_files(body, content_type, limits)
+        parts = _form_files(body, content_type, limits, reserve)
     elif media == "multipart/related":
-        parts = _stow_files(body, content_type, limits)
+        parts = _stow_files(body, content_type, limits, reserve)
     elif media in (*ZIP_TYPES, "application/dicom", "application/octet-stream", ""):
         parts = [("upload.zip" if media in ZIP_TYPES else "upload.dcm", body, media)]
     else:
@@ -282,7 +303,7 @@ def parse_upload(body: bytes, content_type: str, limits: UploadLimits) -> list[t
     files: list[tuple[str, bytes]] = []
     for k, (name, data, ctype) in enumerate(parts):
         if _is_zip(name, data, ctype) and media != "multipart/related":
-            files.extend(expand_zip(data, limits, f"zip (part {k})"))
+            files.extend(expand_zip(data, limits, f"zip (part {k})", reserve))
         else:
             files.append((name, data))
         if len(files) > limits.max_files:
