@@ -340,3 +340,40 @@ def test_a_damaged_run_file_is_a_clear_error_and_leaves_no_folders(
             "config.json": "train the run again"}[name]  # fmt: skip
     assert hint in out, out
     assert not reg.exists()
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize(("keys", "value"), [
+    (("operating_point", "threshold"), "x"), (("operating_point",), None),
+    (("operating_point", "threshold"), 7.5), (("preprocess",), None),
+    (("decision", "min_view_confidence"), "a"), (("decision", "require"), _DELETE),
+    (("models", "rhd", "input"), [16, 64]), (("models", "view", "onnx"), None),
+])  # fmt: skip
+def test_a_package_json_rewritten_with_unusable_fields_is_refused(
+    published: Published, tmp_path: Path, keys: tuple[str, ...], value: object
+) -> None:
+    """Checksums rewritten after the edit: only the fields are wrong (it was a traceback)."""
+    from echoscreen.registry import write_manifest
+
+    reg = tmp_path / "reg"
+    shutil.copytree(published.registry, reg)
+    root = reg / "tiny" / "1"
+    for p in root.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    meta = json.loads((root / "package.json").read_text())
+    inner = meta
+    for k in keys[:-1]:
+        inner = inner[k]
+    if value is _DELETE:
+        del inner[keys[-1]]
+    else:
+        inner[keys[-1]] = value
+    (root / "package.json").write_text(json.dumps(meta))
+    write_manifest(root)
+    with pytest.raises(RegistryError, match=r"package\.json"):
+        load_package(reg, "tiny:1")
+    if keys == ("operating_point",):
+        fails("screen", str(published.cohort), "--registry", str(reg), "--model", "tiny:1",
+              match=f"{root / 'package.json'}")  # fmt: skip

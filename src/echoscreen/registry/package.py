@@ -191,4 +191,35 @@ def load_package(registry: Path, ref: str) -> ModelPackage:
     if meta.get("format") != FORMAT:
         raise RegistryError(f"package {ref} has format {meta.get('format')!r}; this echoscreen "
                             f"reads format {FORMAT}: upgrade echoscreen")  # fmt: skip
-    return ModelPackage(root=root, meta=meta)
+    package = ModelPackage(root=root, meta=meta)
+    _check_fields(package)
+    return package
+
+
+def _check_fields(package: ModelPackage) -> None:
+    """Read every field screening uses once, so that a ``package.json`` edited (and its
+    checksum rewritten) into unusable values is refused here, naming the file, rather than
+    failing halfway through a study.
+
+    Raises:
+        RegistryError: a field is missing or of the wrong type, or the threshold is not a
+            probability.
+    """
+    where = package.root / PACKAGE_JSON
+    try:
+        _ = package.ref, package.spec, package.reader
+        threshold = package.threshold
+        rules = package.decision
+        float(rules["min_view_confidence"]), int(rules["max_clips"])
+        _ = {str(group): [str(v) for v in views] for group, views in rules["require"].items()}
+        for task in TASKS:
+            package.model_config(task), package.input_shape(task)
+            package.path(task, "weights"), package.path(task, "onnx")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise RegistryError(f"{where} lacks a field or holds one of the wrong type "
+                            f"({type(exc).__name__}: {exc}); restore the package from a backup "
+                            "or publish a new version") from exc  # fmt: skip
+    if not 0.0 <= threshold <= 1.0:  # also refuses NaN
+        raise RegistryError(f"{where}: the operating point's threshold {threshold} is not a "
+                            "probability; restore the package from a backup or publish a new "
+                            "version")  # fmt: skip
