@@ -103,8 +103,9 @@ def test_a_server_that_never_answers_times_out_with_a_clear_line(
         remote.close()
 
 
-def _expired_identity(served: Served, out: Path) -> Path:
-    """An identity of alice signed by the site's CA and on record, expired 35 days ago."""
+def _identity(served: Served, out: Path, not_after: datetime) -> Path:
+    """An identity of alice signed by the site's CA and on record, valid until
+    ``not_after`` (from 400 days ago)."""
     paths = pki.pki_paths(served.site.path)
     ca = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
     ca_key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
@@ -115,7 +116,7 @@ def _expired_identity(served: Served, out: Path) -> Path:
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "alice")]))
         .issuer_name(ca.subject).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=400)).not_valid_after(now - timedelta(days=35))
+        .not_valid_before(now - timedelta(days=400)).not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
@@ -137,7 +138,7 @@ def _expired_identity(served: Served, out: Path) -> Path:
 def test_an_identity_the_server_refuses_at_tls_is_named_with_what_to_do(
     served: Served, tmp_path: Path
 ) -> None:
-    expired = _expired_identity(served, tmp_path / "expired")
+    expired = _identity(served, tmp_path / "expired", datetime.now(UTC) - timedelta(days=35))
     day = (datetime.now(UTC) - timedelta(days=35)).strftime("%Y-%m-%d")
     mixed = tmp_path / "mixed"  # another site's certificate and key beside this site's CA
     shutil.copytree(served.ids["foreign"], mixed)
@@ -161,6 +162,27 @@ def test_an_identity_the_server_refuses_at_tls_is_named_with_what_to_do(
                 remote.fetch(["1.2.826.0.1.1.1.1"])
         finally:
             remote.close()
+
+
+def test_a_certificate_that_expires_while_a_run_reads_is_refused_on_its_open_connection(
+    served: Served, tmp_path: Path
+) -> None:
+    """TLS checks expiry at the handshake only; a keep-alive connection of a long run
+    outlives it. The server refuses the next request on that same connection (403), as
+    it does a revocation, and the client says to ask for a new identity."""
+    until = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=3)
+    identity = _identity(served, tmp_path / "short", until)
+    with ClipDataset(RemoteSite(served.url, identity), "cohort-a", None, cache_bytes=0) as ds:
+        x, meta = ds[0]
+        assert np.array_equal(x.numpy(), served.truth["cohort-a"][meta["clip"]])
+        pooled = list(ds.source.blocks._idle)
+        time.sleep(max(0.0, (until - datetime.now(UTC)).total_seconds()) + 1.0)
+        with pytest.raises(DatasiteError, match=(
+                rf"refused POST /v1/clips:batch \(403\): certificate expired on "
+                rf"{until:%Y-%m-%d %H:%M:%S} UTC; this identity is no longer accepted: ask the "
+                r"data site for a new one")):  # fmt: skip
+            ds[1]
+        assert pooled and ds.source.blocks._idle == pooled  # refused on the open connection
 
 
 def test_a_server_certificate_the_client_cannot_accept_is_named(tmp_path: Path) -> None:

@@ -240,7 +240,7 @@ class RemoteSite:
         an identity no longer accepted (403), clips no longer granted mid-run (404), a
         catalog the site cannot reach (503)."""
         advice = ""
-        if status == 403 and ("revoked" in detail or "not among" in detail):
+        if status == 403 and any(w in detail for w in ("revoked", "expired", "not among")):
             advice = ("; this identity is no longer accepted: ask the data site for a new "
                       "one (`echoscreen pki issue TENANT --out DIR`)")
         elif status == 404 and what.endswith("/v1/clips:batch"):

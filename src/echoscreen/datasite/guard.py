@@ -4,7 +4,8 @@ For each HTTP request it
 
 1. reads the client certificate from ``scope["extensions"]["tls"]``
    (:mod:`.tls`), looks its serial up in the catalog (unknown or revoked: 403),
-   and checks the common name matches the tenant it was issued to;
+   checks it has not expired since the connection's handshake (403), and checks the
+   common name matches the tenant it was issued to;
 2. asks the :class:`~.attest.AttestationVerifier` (refused: 403);
 3. passes the request on with ``scope["state"]["identity"]`` set, counting the
    response status and body bytes;
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
@@ -61,16 +63,18 @@ class GuardMiddleware:
     def __init__(self, app: ASGIApp, catalog: Catalog, verifier: AttestationVerifier,
                  audit: AuditLog) -> None:  # fmt: skip
         self.app, self.catalog, self.verifier, self.audit = app, catalog, verifier, audit
-        self._parsed: dict[bytes, tuple[str, str, str]] = {}
+        self._parsed: dict[bytes, tuple[str, str, str, datetime]] = {}
 
-    def _parse(self, der: bytes) -> tuple[str, str, str]:
-        """``(common name, serial hex, sha256 hex)`` of a DER certificate (cached)."""
+    def _parse(self, der: bytes) -> tuple[str, str, str, datetime]:
+        """``(common name, serial hex, sha256 hex, not after)`` of a DER certificate
+        (cached)."""
         hit = self._parsed.get(der)
         if hit is None:
             cert = x509.load_der_x509_certificate(der)
             cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
             cn = str(cns[0].value) if cns else ""
-            hit = (cn, format(cert.serial_number, "x"), hashlib.sha256(der).hexdigest())
+            hit = (cn, format(cert.serial_number, "x"), hashlib.sha256(der).hexdigest(),
+                   cert.not_valid_after_utc)  # fmt: skip
             if len(self._parsed) >= _CACHE_MAX:
                 self._parsed.clear()
             self._parsed[der] = hit
@@ -81,7 +85,7 @@ class GuardMiddleware:
         der = tls.get("client_cert_der")
         if not der:
             raise Denied(403, "no client certificate (connect with an identity from `pki issue`)")
-        cn, serial, fingerprint = self._parse(der)
+        cn, serial, fingerprint, not_after = self._parse(der)
         with connect(self.catalog) as conn:  # every request: a revocation applies at once
             st = cert_status(conn, serial)
         if not st.known:
@@ -89,6 +93,9 @@ class GuardMiddleware:
                          f"unknown certificate cn={cn[:40]}")
         if st.revoked:
             raise Denied(403, "certificate revoked", serial, str(st.tenant))
+        if datetime.now(UTC) > not_after:  # TLS checked it at the handshake only
+            raise Denied(403, f"certificate expired on {not_after:%Y-%m-%d %H:%M:%S} UTC",
+                         serial, str(st.tenant))  # fmt: skip
         if st.tenant != cn:
             raise Denied(403, "certificate name does not match its tenant", serial,
                          f"unknown certificate cn={cn[:40]}")
