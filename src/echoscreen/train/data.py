@@ -245,6 +245,29 @@ def _loader(ds: Dataset[Any], batch_size: int, sampler: Sampler[int]) -> DataLoa
                       collate_fn=collate_clips)  # fmt: skip
 
 
+def _check_input(cfg: TrainConfig, datasets: dict[str, ClipDataset]) -> None:
+    """Refuse a model input larger than the stored clips: more frames than the longest clip
+    would only repeat frames, a larger side only upsample, at the cost of compute and memory
+    (``--frames 100000`` asked for 39 GB and ended in a traceback).
+
+    Raises:
+        ConfigError: ``cfg.frames`` or ``cfg.size`` exceeds every stored clip's.
+    """
+    shapes = [c.shape for ds in datasets.values() for c in ds.clips]
+    if not shapes:
+        return  # no clips: the split check below says so
+    frames, side = max(int(s[1]) for s in shapes), max(int(s[2]) for s in shapes)
+    for flag, value, stored, unit, waste in (
+        ("--frames", cfg.frames, frames, "frames", "repeated frames"),
+        ("--size", cfg.size, side, "px", "an upsampled image"),
+    ):
+        if value > stored:
+            raise ConfigError(
+                f"{flag} {value} is more than the stored clips' {stored} {unit} (the model "
+                f"would see nothing more, only {waste}); give {flag} {stored} or less"
+            )
+
+
 def build_loaders(cfg: TrainConfig, rank: int = 0, world: int = 1) -> Loaders:
     """Datasets and loaders of the run's three splits.
 
@@ -262,6 +285,12 @@ def build_loaders(cfg: TrainConfig, rank: int = 0, world: int = 1) -> Loaders:
     sets: dict[str, Dataset[Any]] = dict(datasets)
     if cfg.task == "rhd":
         sets = {s: StudyDataset(d, cfg.max_clips, cfg.seed) for s, d in datasets.items()}
+    try:
+        _check_input(cfg, datasets)
+    except ConfigError:
+        for ds in datasets.values():
+            ds.close()
+        raise
     for split in ("train", "val"):
         if len(sets[split]) == 0:  # type: ignore[arg-type]
             for ds in datasets.values():
