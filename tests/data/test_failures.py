@@ -16,7 +16,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -58,14 +58,23 @@ def test_a_server_stopped_under_a_dataset_in_use_is_named_with_what_to_do(
         site.close()
 
 
-@pytest.fixture(params=["before TLS", "after TLS"])
-def silent(request: pytest.FixtureRequest, served: Served) -> Iterator[str]:
-    """A listener that accepts every connection and never answers: before TLS (a bare
-    TCP accept), or after completing the TLS handshake with the site's certificate."""
-    tls = request.param == "after TLS"
-    ctx = server_context(pki.require_pki(served.site.path))
+def _both_pools_raise(remote: RemoteSite, expect: str) -> None:
+    """A JSON request (httpx) and a clip batch (the batch socket pool) both raise
+    ``expect``; closes ``remote``."""
+    try:
+        with pytest.raises(DatasiteError, match=expect):
+            remote.datasets()
+        remote._session = {"limits": {"max_batch": 8}}  # straight to the batch socket pool
+        with pytest.raises(DatasiteError, match=expect):
+            remote.fetch(["1.2.826.0.1.1.1.1"])
+    finally:
+        remote.close()
+
+
+def _accepting(handle: Callable[[socket.socket], object]) -> tuple[str, socket.socket]:
+    """A loopback listener whose accept loop (a daemon thread, ended by closing the
+    listener) hands each connection to ``handle``; returns its URL and the listener."""
     listener = socket.create_server(("127.0.0.1", 0))
-    held: list[socket.socket] = []
 
     def loop() -> None:
         while True:
@@ -74,13 +83,24 @@ def silent(request: pytest.FixtureRequest, served: Served) -> Iterator[str]:
             except OSError:
                 return
             try:
-                held.append(ctx.wrap_socket(conn, server_side=True) if tls else conn)
+                handle(conn)
             except (OSError, ssl.SSLError):
                 conn.close()
 
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    yield f"https://127.0.0.1:{listener.getsockname()[1]}"
+    threading.Thread(target=loop, daemon=True).start()
+    return f"https://127.0.0.1:{listener.getsockname()[1]}", listener
+
+
+@pytest.fixture(params=["before TLS", "after TLS"])
+def silent(request: pytest.FixtureRequest, served: Served) -> Iterator[str]:
+    """A listener that accepts every connection and never answers: before TLS (a bare
+    TCP accept), or after completing the TLS handshake with the site's certificate."""
+    tls = request.param == "after TLS"
+    ctx = server_context(pki.require_pki(served.site.path))
+    held: list[socket.socket] = []
+    url, listener = _accepting(
+        lambda conn: held.append(ctx.wrap_socket(conn, server_side=True) if tls else conn))
+    yield url
     listener.close()
     for s in held:
         s.close()
@@ -90,17 +110,26 @@ def test_a_server_that_never_answers_times_out_with_a_clear_line(
     served: Served, silent: str
 ) -> None:
     late = rf"the data server at {silent} did not answer within 1 s: check that it is running"
-    remote = RemoteSite(silent, served.ids["alice"], timeout_s=1)
+    start = time.monotonic()
+    _both_pools_raise(RemoteSite(silent, served.ids["alice"], timeout_s=1), late)
+    assert time.monotonic() - start < 10
+
+
+def test_a_server_that_does_not_speak_tls_1_3_is_not_blamed_on_the_identity(
+    served: Served,
+) -> None:
+    """A TLS 1.2 server (the site's certificate): not an echoscreen data server, so the
+    URL is wrong; its protocol alert is no refusal of the identity's certificate."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    paths = pki.require_pki(served.site.path)
+    ctx.load_cert_chain(str(paths.server_cert), str(paths.server_key))
+    url, listener = _accepting(lambda conn: ctx.wrap_socket(conn, server_side=True).close())
     try:
-        start = time.monotonic()
-        with pytest.raises(DatasiteError, match=late):
-            remote.datasets()
-        remote._session = {"limits": {"max_batch": 8}}  # straight to the batch socket pool
-        with pytest.raises(DatasiteError, match=late):
-            remote.fetch(["1.2.826.0.1.1.1.1"])
-        assert time.monotonic() - start < 10
+        _both_pools_raise(RemoteSite(url, served.ids["alice"]), rf"the server at {url} does not "
+                          r"speak TLS 1\.3 \(.*PROTOCOL_VERSION.*\): it is not")  # fmt: skip
     finally:
-        remote.close()
+        listener.close()
 
 
 def _identity(served: Served, out: Path, not_after: datetime) -> Path:
@@ -153,15 +182,7 @@ def test_an_identity_the_server_refuses_at_tls_is_named_with_what_to_do(
                                "another site",
     }  # fmt: skip
     for identity, expect in cases.items():
-        remote = RemoteSite(served.url, identity)
-        try:
-            with pytest.raises(DatasiteError, match=expect):
-                remote.datasets()
-            remote._session = {"limits": {"max_batch": 8}}
-            with pytest.raises(DatasiteError, match=expect):
-                remote.fetch(["1.2.826.0.1.1.1.1"])
-        finally:
-            remote.close()
+        _both_pools_raise(RemoteSite(served.url, identity), expect)
 
 
 def test_a_certificate_that_expires_while_a_run_reads_is_refused_on_its_open_connection(
