@@ -204,6 +204,9 @@ def test_an_upload_holds_its_body_and_its_files_while_both_are_alive(
             zipped = c.post("/v1/studies", content=fits,
                             headers={"Content-Type": "application/zip"})  # fmt: skip
             assert zipped.status_code == 503, zipped.text  # 1 + 1.3 + 1.3 MiB: over 3
+            # amounts to 0.1 MiB, not rounded down to whole MiB ("0 MiB more would pass")
+            assert "holds 2.3 MiB of studies not yet screened; 1.3 MiB more would pass its " \
+                   "limit of 3 MiB" in zipped.text, zipped.text  # 1 held + the body
             assert zipped.headers["retry-after"] == "5"
             padded = [*study, ("notes.bin", bytes(pad))]
             formed = c.post("/v1/studies", files=form(padded))  # parts are copies too
@@ -212,5 +215,6 @@ def test_an_upload_holds_its_body_and_its_files_while_both_are_alive(
         assert _until(c, lambda h: h == 0) == 0
         big = _stored(study, (17 * MiB) // 10 - sum(len(d) for _, d in study))
         r = c.post("/v1/studies", content=big, headers={"Content-Type": "application/zip"})
-        assert r.status_code == 413 and "3 MiB" in r.text, r.text  # 3.4 MiB never fits
+        assert r.status_code == 413 and "the study is 3.4 MiB, more than the 3 MiB" in r.text, \
+            r.text  # 3.4 MiB never fits
         assert _held(c) == 0

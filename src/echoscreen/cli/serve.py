@@ -53,7 +53,10 @@ def serve_command(
     ),
     max_queued_mb: int = typer.Option(
         2048, "--max-queued-mb", min=1, max=1 << 24,
-        help="Most MiB of studies held at once (accepted, not finished); more get 503.",
+        help="Most MiB of studies held in memory at once (uploads being read, studies the "
+             "DICOM port is receiving, jobs not finished); more get 503. An upload counts its "
+             "body and its files while both are held: twice --max-upload-mb takes every "
+             "upload that limit allows.",
     ),
     max_files: int = typer.Option(500, "--max-files", min=1, help="Most files in one study."),
     max_sync_files: int = typer.Option(

@@ -24,6 +24,14 @@ from echoscreen.errors import OverloadedError, ServiceError
 RETRY_AFTER = 5
 
 
+def mib(n: int) -> str:
+    """``n`` bytes in MiB for a message: whole MiB as such, else to 0.1 MiB (0.1 at least,
+    so a few bytes never read as "0 MiB")."""
+    if n % (1 << 20) == 0:
+        return f"{n >> 20} MiB"
+    return f"{max(n / (1 << 20), 0.1):.1f} MiB"
+
+
 class ByteBudget:
     """A thread-safe count of held bytes, refused past ``limit``.
 
@@ -54,8 +62,8 @@ class ByteBudget:
         with self._lock:
             if delta > 0 and self._used + delta > self.limit:
                 raise OverloadedError(
-                    f"the service holds {self._used >> 20} MiB of studies not yet screened; "
-                    f"{delta >> 20} MiB more would pass its limit of {self.limit >> 20} MiB; "
+                    f"the service holds {mib(self._used)} of studies not yet screened; "
+                    f"{mib(delta)} more would pass its limit of {mib(self.limit)}; "
                     "retry shortly", retry_after=RETRY_AFTER,
                 )  # fmt: skip
             self._used += delta
@@ -83,7 +91,7 @@ class Hold:
         """
         limit = self.budget.limit
         if n > limit:  # would never fit: not a matter of waiting
-            raise ServiceError(f"the study is {n >> 20} MiB, more than the {limit >> 20} MiB "
+            raise ServiceError(f"the study is {mib(n)}, more than the {mib(limit)} "
                                "the service holds at once; send a smaller study", 413)
         self.budget._change(n - self.n)
         self.n = n

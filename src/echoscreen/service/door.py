@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from echoscreen.dicom.header import check_image, read_header
 from echoscreen.errors import BadStudyError, DicomDecodeError, NotDicomError
+from echoscreen.service.budget import mib
 from echoscreen.service.config import ServiceConfig
 
 #: SOP classes accepted whatever the Modality says: US, US multi-frame, secondary capture
@@ -107,8 +108,8 @@ def check_study(files: list[tuple[str, bytes]], cfg: ServiceConfig) -> Door:
                             f"{cfg.max_files} per study; send one study", status=413)  # fmt: skip
     total = sum(len(data) for _, data in files)
     if total > cfg.max_upload_bytes:
-        raise BadStudyError(f"the study is {total >> 20} MiB, more than the limit of "
-                            f"{cfg.max_upload_bytes >> 20} MiB", status=413)  # fmt: skip
+        raise BadStudyError(f"the study is {mib(total)}, more than the limit of "
+                            f"{mib(cfg.max_upload_bytes)}", status=413)  # fmt: skip
     door = Door()
     studies: Counter[str] = Counter()
     for i, (_, data) in enumerate(files):
