@@ -96,9 +96,11 @@ def distributed(env: DistEnv) -> Iterator[DistEnv]:
 
 def _peer_lost(exc: RuntimeError) -> bool:
     """Whether a collective failed because another rank went away (it exited on an
-    error of its own, which it reports itself), not because of this rank."""
+    error of its own, which it reports itself), not because of this rank: the network
+    and store errors of torch.distributed, or gloo's closed or reset connection. Other
+    backend errors (e.g. NCCL's on this rank's GPU) are this rank's own and pass."""
     text = str(exc)
-    return isinstance(exc, tdist.DistError) or any(
+    return isinstance(exc, (tdist.DistNetworkError, tdist.DistStoreError)) or any(
         s in text for s in ("Connection closed by peer", "Connection reset by peer",
                             "remote worker"))  # fmt: skip
 
