@@ -107,3 +107,16 @@ def test_resume_of_a_foreign_checkpoint_is_refused(tiny_cfg: TrainConfig, foreig
     torch.save(foreign, ckpt)
     fails("train", "view", "--run", str(tiny_cfg.run), "--resume",
           match=f"{ckpt} is not a checkpoint of this run")  # fmt: skip
+
+
+@pytest.mark.parametrize("under", [False, True])
+def test_a_run_path_that_is_a_file_is_named(tiny_site: Path, tmp_path: Path, under: bool) -> None:
+    afile = tmp_path / "notes.txt"
+    afile.write_text("kept")
+    run = afile / "run" if under else afile
+    fails("train", "view", "--data", str(tiny_site), "--dataset", "ph", "--run", str(run),
+          "--epochs", "1", *FAST,
+          match=f"--run {run}: {afile} is a file, not a folder")  # fmt: skip
+    fails("sweep", "view", "--grid", "lr=1e-3", "--data", str(tiny_site), "--dataset", "ph",
+          "--runs", str(run), match=f"--runs {run}: {afile} is a file, not a folder")  # fmt: skip
+    assert afile.read_text() == "kept"

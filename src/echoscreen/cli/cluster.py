@@ -70,12 +70,14 @@ def sweep_command(
 ) -> None:
     """Train one run per grid point (spread over a cluster's engines) and rank them."""
     from echoscreen.train import TrainConfig
+    from echoscreen.train.config import check_folder
     from echoscreen.train.sweep import SCORE, expand_grid, parse_grid, run_sweep
 
     given: dict[str, Any] = {"identity": identity, "epochs": epochs, "batch_size": batch_size,
                              "seed": seed}  # fmt: skip
     given = {k: v for k, v in given.items() if v is not None}
     base = TrainConfig(task=task, data=data, dataset=dataset, run=runs, **given)
+    check_folder(runs, "--runs")  # before check_data, which would name it --run
     base.check_data()
     parsed = parse_grid(grid)
     total = len(expand_grid(parsed))

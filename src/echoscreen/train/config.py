@@ -107,7 +107,8 @@ class TrainConfig:
             )
 
     def check_data(self) -> None:
-        """Raise :class:`ConfigError` unless ``data`` is a URL or an existing folder.
+        """Raise :class:`ConfigError` unless ``data`` is a URL or an existing folder, and
+        ``run`` can be a folder (neither it nor a folder above it is a file).
 
         Separate from :meth:`validate` so that a saved config (e.g. in a published
         model) can be read where the site is not.
@@ -116,6 +117,7 @@ class TrainConfig:
             raise ConfigError(
                 f"--data {self.data!r} is neither a site folder nor an https:// data server URL"
             )
+        check_folder(self.run, "--run")
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (paths as strings)."""
@@ -179,6 +181,19 @@ class TrainConfig:
             ConfigError: missing or malformed file.
         """
         return replace(cls.load(Path(run) / "config.json"), run=Path(run), resume=True)
+
+
+def check_folder(path: Path, flag: str) -> None:
+    """Raise :class:`ConfigError` if ``path`` or a folder above it is a file, naming it.
+
+    Without this, making the folder failed with the OS's bare 'File exists' or 'Not a
+    directory', which does not say which part of the path is in the way.
+    """
+    for p in [Path(path), *Path(path).parents]:
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                raise ConfigError(f"{flag} {path}: {p} is a file, not a folder; give a folder")
+            return
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from echoscreen.cpus import usable_cpus
 from echoscreen.errors import ConfigError, EchoscreenError
-from echoscreen.train.config import TrainConfig
+from echoscreen.train.config import TrainConfig, check_folder
 
 #: settings a sweep may vary (the rest name the data and the run)
 FIXED = ("task", "data", "dataset", "run", "identity", "resume")
@@ -186,6 +186,7 @@ def run_sweep(base: TrainConfig, grid: dict[str, list[Any]], runs: Path, *,
     """
     from echoscreen.train.cluster import absolute
 
+    check_folder(Path(runs), "--runs")
     runs = Path(runs).resolve()
     cfgs = [(p, absolute(c)) for p, c in sweep_configs(base, grid, runs)]
     _check_runs(runs, cfgs)
