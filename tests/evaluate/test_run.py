@@ -199,3 +199,11 @@ def test_evaluate_replaces_its_outputs_together_or_not_at_all(tmp_path: Path) ->
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "cannot write into the run folder" in res.stderr
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_a_run_that_is_a_file_is_not_called_missing(tmp_path: Path) -> None:
+    afile = tmp_path / "predictions_test.json"
+    afile.write_text("[]")
+    fails("evaluate", str(afile), match=f"{afile} is a file, not a run folder")
+    fails("evaluate", str(tmp_path / "nope"), match="run folder")
+    assert afile.read_text() == "[]"

@@ -132,7 +132,9 @@ def evaluate_run(run: Path, split: str = "test", cfg: EvalConfig | None = None) 
     cfg = cfg or EvalConfig()
     run = Path(run)
     if not run.is_dir():
-        raise EvaluateError(f"run folder {run} does not exist; pass the --run folder of a training")
+        what = f"{run} is a file, not a run folder" if run.exists() else \
+            f"run folder {run} does not exist"  # fmt: skip
+        raise EvaluateError(f"{what}; pass the --run folder of an `echoscreen train` run")
     test_path = run / f"predictions_{split}.json"
     have = sorted(p.name[len("predictions_"):-len(".json")] for p in run.glob("predictions_*.json"))
     if not test_path.is_file() and have:  # a trained run: the --split is wrong, not the run
