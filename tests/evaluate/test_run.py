@@ -114,7 +114,7 @@ def test_no_positive_in_validation_means_no_operating_point(tmp_path: Path) -> N
     [
         (None, "does not exist"),
         ("{not json", "not valid JSON"),
-        ("[]", "non-empty JSON list"),
+        ("[]", "is empty: the test split had no studies"),
         ('[{"study": "a", "label_index": 0, "p_screen": 1.5, "p3": [1, 0, 0]}]', "probability"),
         ('[{"study": "a", "label_index": 0, "p_screen": 0.5}]', "lacks p3"),
         ('[{"study": "a", "label_index": 7, "p_screen": 0.5, "p3": [1, 0, 0]}]', "label_index"),
@@ -207,3 +207,12 @@ def test_a_run_that_is_a_file_is_not_called_missing(tmp_path: Path) -> None:
     fails("evaluate", str(afile), match=f"{afile} is a file, not a run folder")
     fails("evaluate", str(tmp_path / "nope"), match="run folder")
     assert afile.read_text() == "[]"
+
+
+def test_a_split_without_studies_is_named_as_such(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", "rhd")
+    (run / "predictions_test.json").write_text("[]")  # what train writes for an empty split
+    out = fails("evaluate", str(run), "--bootstrap", "10",
+                match="the test split had no studies or clips")  # fmt: skip
+    assert "re-create it with `echoscreen train`" not in out  # it would write [] again
+    assert "--split val" in out

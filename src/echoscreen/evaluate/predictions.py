@@ -103,6 +103,14 @@ def load_records(path: Path) -> list[dict[str, Any]]:
         raise _bad(path, f"not valid JSON ({exc})") from None
     if isinstance(data, dict) and isinstance(data.get("predictions"), list):
         data = data["predictions"]
+    if data == []:  # what train writes for a split without studies: training again won't help
+        split = path.stem.removeprefix("predictions_")
+        other = "val" if split != "val" else "test"
+        raise EvaluateError(
+            f"{path} is empty: the {split} split had no studies or clips when the run trained; "
+            f"evaluate another split (e.g. --split {other}), or give the dataset a {split} split "
+            "(`echoscreen site split`) and train a new run"
+        )
     if not isinstance(data, list) or not data or not all(isinstance(r, dict) for r in data):
         raise _bad(path, "expected a non-empty JSON list of prediction records")
     return data
