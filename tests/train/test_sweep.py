@@ -111,8 +111,26 @@ def test_a_run_failing_with_any_error_does_not_stop_the_sequential_sweep(
     assert [r["error"] for r in doc["runs"]] == [None, "RuntimeError: can't allocate memory"]
 
 
-def test_a_failed_runs_error_is_printed_as_it_is(tiny_site: Path, tmp_path: Path) -> None:
-    res = _cli("sweep", "view", "--grid", "lr=1e-3", "--data", str(tiny_site),
-               "--dataset", "[b]ph", "--runs", str(tmp_path / "runs"))  # fmt: skip
-    assert res.returncode == 1, res.stdout + res.stderr
-    assert "no dataset '[b]ph'" in res.stdout  # rich read '[b]' as markup and dropped it
+def test_a_failed_runs_error_is_printed_as_it_is(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from echoscreen.cli import cluster
+    from echoscreen.cli.cluster import _table
+    from echoscreen.train.sweep import SweepEntry
+
+    monkeypatch.setattr(cluster.out, "width", 300)  # one line per row
+
+    error = "RuntimeError: [enforce fail at alloc_cpu.cpp:127] can't allocate memory"
+    _table([SweepEntry({"frames": 100000}, Path("frames-100000"), error=error)], "view_acc",
+           Path("runs"))  # fmt: skip
+    # rich read '[enforce fail at alloc_cpu.cpp:127]' as markup and dropped it
+    assert "[enforce fail at alloc_cpu.cpp:127]" in capsys.readouterr().out
+
+
+def test_a_dataset_that_is_not_there_is_refused_before_any_run(
+    tiny_site: Path, tmp_path: Path
+) -> None:
+    res = _cli("sweep", "view", "--grid", "lr=1e-3,3e-4", "--data", str(tiny_site),
+               "--dataset", "nope", "--runs", str(tmp_path / "runs"))  # fmt: skip
+    assert res.returncode == 2 and "no dataset 'nope'" in res.stderr, res.stdout + res.stderr
+    assert not (tmp_path / "runs").exists()  # each run failed alone, and the folder was used up

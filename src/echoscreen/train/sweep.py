@@ -167,6 +167,23 @@ def _check_runs(runs: Path, cfgs: list[tuple[dict[str, Any], TrainConfig]]) -> N
                           "give a new --runs folder")  # fmt: skip
 
 
+def _check_dataset(base: TrainConfig) -> None:
+    """Refuse a dataset the data site does not have before any run starts: every run would
+    fail alone on it, and their sweep.json would use up the --runs folder.
+
+    Raises:
+        DatasiteError: no such dataset (or the site cannot be read).
+    """
+    from echoscreen.train.data import open_source
+
+    base.check_data()
+    source = open_source(base)
+    try:
+        source.clips(base.dataset, None)
+    finally:
+        source.close()
+
+
 def run_sweep(base: TrainConfig, grid: dict[str, list[Any]], runs: Path, *,
               profile: str | None = None, engines: int | None = None,
               on_done: Callable[[SweepEntry], None] | None = None) -> list[SweepEntry]:  # fmt: skip
@@ -190,6 +207,7 @@ def run_sweep(base: TrainConfig, grid: dict[str, list[Any]], runs: Path, *,
     runs = Path(runs).resolve()
     cfgs = [(p, absolute(c)) for p, c in sweep_configs(base, grid, runs)]
     _check_runs(runs, cfgs)
+    _check_dataset(base)
     runs.mkdir(parents=True, exist_ok=True)
     if profile is None:
         entries = _sequential(cfgs, on_done)
