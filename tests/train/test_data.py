@@ -63,3 +63,20 @@ def test_splits_are_the_catalogs(tiny_cfg: TrainConfig, tiny_site: Path) -> None
         assert x.shape == (4, 3, 16, 64, 64) and set(meta["split"]) == {"train"}
     finally:
         loaders.close()
+
+
+def test_studies_are_padded_to_the_clips_they_have_not_to_an_absurd_max_clips(
+    tiny_cfg: TrainConfig,
+) -> None:
+    """--max-clips 100000 padded every study to 100000 clips (19 GB each): the kernel killed it."""
+    loaders = build_loaders(replace(tiny_cfg, task="rhd", max_clips=1000))
+    try:
+        studies = loaders.train_set
+        assert isinstance(studies, StudyDataset)
+        most = max(len(e.clip_indices) for e in studies.studies)
+        assert most < 1000
+        item = studies[0]
+        assert item["clips"].shape[0] == item["mask"].shape[0] == item["views"].shape[0] == most
+        assert int(item["mask"].sum()) == len(studies.studies[0].clip_indices)
+    finally:
+        loaders.close()
