@@ -40,6 +40,8 @@ def test_train_and_resume(tiny_site: Path, tmp_path: Path) -> None:
     (["--data", "{site}", "--dataset", "ph", "--model-size", "huge"], "unknown model size"),
     (["--data", "{site}", "--dataset", "ph", "--seed", "-1"], "Invalid value for '--seed'"),
     (["--resume"], "is this a run folder"),
+    (["--data", "{site}", "--dataset", "ph", "--epochs", "1", *FAST, "--cluster", ""],
+     "give a cluster profile"),  # it trained here instead, as if --cluster were not given
     (["--data", "{site}", "--dataset", "ph", "--epochs", "1", "--frames", "17"],
      "--frames 17 is more than the stored clips' 16 frames"),
     (["--data", "{site}", "--dataset", "ph", "--epochs", "1", "--frames", "8", "--size", "65"],

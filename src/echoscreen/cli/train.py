@@ -67,7 +67,7 @@ def _train(task: str, run: Path, resume: bool, quiet: bool, given: dict[str, Any
             raise ConfigError("give --data SITE_OR_URL and --dataset NAME (or --resume a run)")
         cfg = TrainConfig(task=task, run=run, **given)
     cfg.check_data()
-    if cluster:
+    if cluster is not None:  # --cluster "" is refused by run_on_cluster, not ignored
         from echoscreen.train.cluster import run_on_cluster
 
         result = run_on_cluster(cfg, cluster)
