@@ -36,6 +36,7 @@ def test_train_and_resume(tiny_site: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "match"), [
     (["--dataset", "ph"], "give --data"),
     (["--data", "/no/such/site", "--dataset", "ph"], "neither a site folder"),
+    (["--data", "", "--dataset", "ph"], "--data is empty: give a site folder or an https://"),
     (["--data", "{site}", "--dataset", "nope"], "no dataset 'nope'"),
     (["--data", "{site}", "--dataset", "ph", "--model-size", "huge"], "unknown model size"),
     (["--data", "{site}", "--dataset", "ph", "--seed", "-1"], "Invalid value for '--seed'"),

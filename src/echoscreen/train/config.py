@@ -99,6 +99,9 @@ class TrainConfig:
             raise ConfigError(f"learning rate must be a positive number, got {self.lr}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if not self.data.strip():  # Path("") is the current folder: not what anyone means
+            raise ConfigError("--data is empty: give a site folder or an https:// data server "
+                              "URL")  # fmt: skip
         if not self.dataset:
             raise ConfigError("give the dataset to train on (--dataset NAME, see `site ls`)")
         if self.remote and self.identity is None:
