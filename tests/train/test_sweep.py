@@ -39,7 +39,8 @@ def test_grid_parses_typed_values_and_expands() -> None:
     ("lr=1e-3,1e-3", "lr=0.001 given twice"),
     ("frames=8,16.5", "frames='16.5' is not a valid int"),
     ("lr=fast", "lr='fast' is not a valid float"),
-    ("lr=nan", "not a valid float"),
+    ("lr=nan", "lr='nan' is not a finite number"),
+    ("dropout=inf", "dropout='inf' is not a finite number"),
     ("augment=maybe", "not a valid bool"),
     ("schedule=", "not a valid str"),
 ])  # fmt: skip

@@ -45,8 +45,8 @@ def _value(key: str, text: str, kind: type) -> Any:
             return int(text)
         if kind is float:
             v = float(text)
-            if not math.isfinite(v):
-                raise ValueError(text)
+            if not math.isfinite(v):  # float() reads it; the settings need a number
+                raise ConfigError(f"--grid: {key}={text!r} is not a finite number")
             return v
         if not text:
             raise ValueError(text)
