@@ -27,12 +27,12 @@ from echoscreen.dicom.header import silence_value_warnings
 from echoscreen.errors import BadStudyError, ConfigError, OverloadedError, ServiceError
 from echoscreen.registry.package import ModelPackage, load_package
 from echoscreen.screen.backends import make_backend
-from echoscreen.screen.screener import ClipResult, Screener, ScreenResult, check_reader, read_file
+from echoscreen.screen.screener import ClipResult, Screener, check_reader, read_file
 from echoscreen.service.batching import BatchingBackend
 from echoscreen.service.budget import ByteBudget, Hold
 from echoscreen.service.config import ServiceConfig
+from echoscreen.service.document import link_explanations, result_document
 from echoscreen.service.door import check_study
-from echoscreen.service.evidence import considered
 from echoscreen.service.jobs import INTERRUPTED, JobStore
 from echoscreen.service.metrics import Metrics
 
@@ -315,12 +315,14 @@ class ScreeningEngine:
 
     def _run(self, job: _Job) -> None:
         """A job thread's work on one job: screen, store, explain, call back; its bytes are
-        given back to the budget however it ends (also if the store has closed)."""
+        given back to the budget however it ends (also if the store has closed), before
+        ``done`` is set, so a waiting :meth:`screen` sees them given back."""
         try:
             self._run_job(job)
         finally:
             if job.hold is not None:
                 job.hold.release()
+            job.done.set()
 
     def _run_job(self, job: _Job) -> None:
         store = self._store()
@@ -344,9 +346,6 @@ class ScreeningEngine:
             self.metrics.in_flight.dec()
             with self._lock:
                 self._live.pop(job.id, None)
-            if job.hold is not None:
-                job.hold.release()  # before done: a waiting screen() sees it given back
-            job.done.set()
 
     def _screen_job(self, job: _Job, store: JobStore) -> None:
         assert self._screener is not None
@@ -357,13 +356,9 @@ class ScreeningEngine:
         if not result.clips:
             listed = "; ".join(f"file {s['file_index']}: {s['reason']}" for s in skipped[:10])
             raise BadStudyError(f"no clip in the study could be read: {listed}")
-        clips = result.clips
-        doc = self._document(job.id, result, skipped)
-        pngs = self._explain(doc, clips)
-        doc["explanations"] = [
-            {"clip": e.clip, "frame": e.frame, "url": f"/v1/jobs/{job.id}/explanations/{k}.png"}
-            for k, e in enumerate(pngs)
-        ]  # fmt: skip
+        doc = result_document(job.id, result, skipped, self._screener, self.package)
+        pngs = self._explain(doc, result.clips)
+        link_explanations(doc, pngs)
         store.finish(job.id, doc)
         if pngs:
             with self._lock:
@@ -377,23 +372,6 @@ class ScreeningEngine:
             except Exception:
                 log.exception("the on_done callback of job %s failed (its result is kept)",
                               job.id)  # fmt: skip
-
-    def _document(self, job_id: str, result: ScreenResult,
-                  skipped: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
-        """Screener's JSON with file names replaced by upload indexes, plus job fields."""
-        doc = result.to_json()
-        assert self._screener is not None
-        chosen = {c.index for c in self._screener.choose_evidence(result.clips)}
-        doc["evidence"]["reason"] = result.reason
-        doc["evidence"]["considered"] = considered(result, chosen, skipped,
-                                                   self.package.decision)  # fmt: skip
-        for c in doc["clips"]:
-            c["file_index"] = int(c.pop("file"))
-        doc["skipped"] = skipped
-        doc["job"] = job_id
-        doc["model_version"] = str(self.package.meta["version"])
-        doc["explanations"] = []
-        return doc
 
     def _explain(self, doc: dict[str, Any], clips: list[ClipResult]) -> list[Any]:
         """Key frames of the top evidence clips (none when off or without evidence)."""
