@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -37,6 +37,7 @@ from echoscreen.errors import DatasiteError
 from echoscreen.store import tensors
 
 IDENTITY_FILES = ("client.crt", "client.key", "ca.crt")
+T = TypeVar("T")
 
 
 def _wait(headers: Any) -> float:
@@ -155,20 +156,34 @@ class RemoteSite:
         Raises:
             DatasiteError: TLS or connection failure, or a 4xx/5xx answer (with its reason).
         """
-        waited = 0.0
-        for attempt in range(self.retries + 1):
+        def send() -> tuple[int, Any, Callable[[], str], httpx.Response]:
             try:
                 resp = self.client.request(method, path, **kw)
             except httpx.TransportError as exc:
                 raise cannot_talk(self.url, self.identity, self.timeout_s, exc) from exc
-            if resp.status_code == 429:
-                if attempt < self.retries:
-                    waited += _wait(resp.headers)
-                    continue
-                raise self._over_rate(f"{method} {path}", _detail(resp), waited)
-            if resp.status_code >= 400:
-                raise self._refused(f"{method} {path}", resp.status_code, _detail(resp))
-            return resp
+            return resp.status_code, resp.headers, lambda: _detail(resp), resp
+
+        return self._retrying(f"{method} {path}", send)
+
+    def _retrying(self, what: str, send: Callable[[], tuple[int, Any, Callable[[], str], T]]) -> T:
+        """``send()`` until it is not a 429 or :attr:`retries` are spent (waiting each
+        ``Retry-After``); its value, or the refusal as :class:`DatasiteError`.
+
+        Args:
+            what: ``METHOD PATH`` for messages.
+            send: one try: ``(status, headers, the refusal's detail, value)``.
+        """
+        waited = 0.0
+        for attempt in range(self.retries + 1):
+            status, headers, detail, value = send()
+            if status == 429 and attempt < self.retries:
+                waited += _wait(headers)
+                continue
+            if status == 429:
+                raise self._over_rate(what, detail(), waited)
+            if status >= 400:
+                raise self._refused(what, status, detail())
+            return value
         raise AssertionError("unreachable")
 
     def _refused(self, what: str, status: int, detail: str) -> DatasiteError:
@@ -271,8 +286,8 @@ class RemoteSite:
         ``on_record``; retry 429s; map failures."""
         path = "/v1/clips:batch"
         body = json.dumps({"ids": ids, "accept": [tensors.ZSTD]}).encode()
-        waited = 0.0
-        for attempt in range(self.retries + 1):
+
+        def send() -> tuple[int, Any, Callable[[], str], None]:
             try:
                 status, headers, data = self.blocks.post(path, body, "application/json",
                                                          on_record)  # fmt: skip
@@ -285,21 +300,18 @@ class RemoteSite:
                 raise DatasiteError(f"malformed answer from the data server: {exc}") from exc
             except (OSError, ValueError, IndexError) as exc:
                 raise cannot_talk(self.url, self.identity, self.timeout_s, exc) from exc
-            if status == 429 and attempt < self.retries:
-                waited += _wait(headers)
-                continue
-            if status >= 400:
+
+            def detail() -> str:
                 try:
-                    detail = str(json.loads(bytes(data)).get("detail", ""))[:300]
+                    return str(json.loads(bytes(data)).get("detail", ""))[:300]
                 except (ValueError, AttributeError):
-                    detail = bytes(data[:300]).decode("utf-8", "replace")
-                if status == 429:
-                    raise self._over_rate(f"POST {path}", detail, waited)
-                raise self._refused(f"POST {path}", status, detail)
-            if not headers.get("content-type", "").startswith(BATCH_TYPE):
+                    return bytes(data[:300]).decode("utf-8", "replace")
+
+            if status < 400 and not headers.get("content-type", "").startswith(BATCH_TYPE):
                 raise DatasiteError(f"unexpected answer type {headers.get('content-type')!r}")
-            return
-        raise AssertionError("unreachable")
+            return status, headers, detail, None
+
+        self._retrying(f"POST {path}", send)
 
     def close(self) -> None:
         """Close the connection pools."""
